@@ -1,0 +1,31 @@
+"""Model families: each has a Config dataclass and a model class in its own file."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from torch import nn
+
+from lmlab.errors import ConfigError
+
+# family name -> (module, config class, model class)
+FAMILIES: dict[str, tuple[str, str, str]] = {
+    "gpt": ("lmlab.models.gpt", "GPTConfig", "GPT"),
+}
+
+
+def _lookup(family: str) -> tuple[Any, Any]:
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown model family '{family}'; valid families: {', '.join(FAMILIES)}")
+    module, cfg_name, model_name = FAMILIES[family]
+    mod = importlib.import_module(module)
+    return getattr(mod, cfg_name), getattr(mod, model_name)
+
+
+def model_config_class(family: str) -> type:
+    return _lookup(family)[0]
+
+
+def build_model(family: str, config: Any) -> nn.Module:
+    return _lookup(family)[1](config)
