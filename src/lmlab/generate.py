@@ -1,0 +1,410 @@
+"""Text generation: logits filters, sampling, incremental decoding with the cache, stop strings, streaming.
+
+Three levels, each built on the one before:
+
+* **Logits -> token.** ``apply_temperature``, ``top_k_filter`` and ``top_p_filter`` are pure functions on
+  (B, V) logits that return new logits with the filtered entries at ``-inf``; ``sample_next`` chains
+  them (temperature -> top-k -> top-p -> softmax -> ``torch.multinomial``). ``temperature=0`` is greedy
+  decoding (argmax).
+* **Token ids.** ``generate_tokens`` yields one (B,) tensor of new tokens per step (streaming);
+  ``generate`` returns the prompt followed by the new tokens. Both work with any model that follows
+  the Model protocol of ``docs/architecture.md``.
+* **Text.** ``generate_text`` encodes a prompt, streams decoded text as it arrives (holding back
+  incomplete UTF-8 characters) and stops at stop strings.
+
+Sliding window (what the model sees)
+------------------------------------
+The model always conditions on **at most the last** ``block_size`` **tokens** (``model.config.block_size``,
+its context length), whatever the prompt length and however many tokens have been generated:
+
+* A prompt longer than ``block_size`` is cut to its last ``block_size`` tokens before the first step;
+  a warning says how many tokens were dropped. (``generate`` still returns the whole prompt.)
+* Each new token is sampled from the model's prediction after the last ``min(n, block_size)`` tokens
+  of the sequence so far (prompt + generated), with those tokens at positions ``0 .. min(n, block_size)-1``.
+* With ``use_cache=True`` (the default) the prompt is run once (prefill) and then one token per step is
+  fed through the cache, as long as the sequence fits in the window. Once the window is full, every
+  further step empties the cache and re-runs the last ``block_size`` tokens (a fresh prefill). This is
+  exactly what ``use_cache=False`` computes (full recomputation of the window at every step), so both
+  give the same tokens; past the window the cached path is no faster than recomputation, but it is
+  exact: tokens never see positions beyond the ones they were trained on, and no stale keys/values of
+  tokens that left the window are reused.
+
+Models whose ``block_size`` is huge (recurrent models report a large value) never reach the window.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from lmlab.errors import GenerationError
+
+__all__ = [
+    "apply_temperature",
+    "top_k_filter",
+    "top_p_filter",
+    "sample_next",
+    "generate_tokens",
+    "generate",
+    "generate_text",
+]
+
+TOP_P_TOLERANCE = 1e-6
+"""Probability mass within this of ``top_p`` counts as reaching it (absorbs float rounding in the cumsum)."""
+
+
+class TokenizerLike(Protocol):
+    """What ``generate_text`` needs from a tokenizer."""
+
+    eos_id: int | None
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+# ---------------------------------------------------------------------------------------------------
+# Logits filters and sampling
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_logits(logits: Tensor) -> None:
+    if logits.dim() != 2:
+        raise GenerationError(f"expected logits of shape (B, V), got shape {tuple(logits.shape)}")
+
+
+def validate_sampling_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise ``GenerationError`` for temperature < 0, top_k < 0 or top_p outside (0, 1]."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise GenerationError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise GenerationError(f"top_k must be an integer >= 0 (0 or None = no top-k), got {top_k!r}")
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1
+    ):
+        raise GenerationError(f"top_p must be in (0, 1] (1 or None = no nucleus filter), got {top_p!r}")
+
+
+def apply_temperature(logits: Tensor, t: float) -> Tensor:
+    """``logits / t`` for ``t > 0``: t < 1 sharpens the distribution, t > 1 flattens it."""
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+        raise GenerationError(f"apply_temperature needs t > 0 (use temperature=0 for greedy), got {t!r}")
+    return logits / t
+
+
+def top_k_filter(logits: Tensor, k: int | None) -> Tensor:
+    """Keep the ``k`` largest logits of each row, set the rest to ``-inf``.
+
+    ``k`` None or <= 0, or ``k >= V``: no filtering (a copy is returned). Ties at the k-th largest
+    value are all kept, so a row keeps more than ``k`` entries only when several equal the k-th value.
+    """
+    _check_logits(logits)
+    if k is None or k <= 0 or k >= logits.size(-1):
+        return logits.clone()
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float | None) -> Tensor:
+    """Nucleus filter: keep the smallest set of most probable tokens whose probability mass is >= ``p``.
+
+    The most probable token is always kept. ``p`` None or >= 1: no filtering (a copy is returned);
+    ``p <= 0`` is an error. Tokens tied with the least probable kept token are kept too, so the result
+    does not depend on how the sort orders ties. Mass within ``TOP_P_TOLERANCE`` of ``p`` counts as ``p``.
+    """
+    _check_logits(logits)
+    if p is None or p >= 1:
+        return logits.clone()
+    if not p > 0:
+        raise GenerationError(f"top_p must be in (0, 1], got {p!r}")
+    probs = torch.softmax(logits.float(), dim=-1)
+    sorted_probs, _ = torch.sort(probs, dim=-1, descending=True)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the more probable tokens
+    keep_sorted = mass_before < p - TOP_P_TOLERANCE
+    keep_sorted[:, 0] = True
+    n_keep = keep_sorted.sum(dim=-1, keepdim=True)  # (B, 1), >= 1; kept tokens are a prefix
+    min_kept_prob = sorted_probs.gather(-1, n_keep - 1)  # (B, 1)
+    return logits.masked_fill(probs < min_kept_prob, float("-inf"))
+
+
+def sample_next(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Pick the next token of each row of (B, V) logits -> LongTensor (B,).
+
+    ``temperature == 0``: greedy (argmax; top_k/top_p change nothing). Otherwise
+    temperature -> top-k -> top-p -> softmax -> ``torch.multinomial`` drawing from ``generator``
+    (the global RNG when None).
+    """
+    validate_sampling_options(temperature, top_k, top_p)
+    _check_logits(logits)
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    x = apply_temperature(logits.float(), temperature)
+    x = top_k_filter(x, top_k)
+    x = top_p_filter(x, top_p)
+    probs = torch.softmax(x, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Token-level generation
+# ---------------------------------------------------------------------------------------------------
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    if param is None:
+        param = next(model.buffers(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _prompt_tensor(prompt_ids: Sequence[int] | Tensor, device: torch.device) -> Tensor:
+    """list[int] / (T,) / (B, T) -> LongTensor (B, T) on ``device``; empty prompts are an error."""
+    if isinstance(prompt_ids, Tensor):
+        if (
+            prompt_ids.dtype.is_floating_point
+            or prompt_ids.dtype.is_complex
+            or prompt_ids.dtype == torch.bool
+        ):
+            raise GenerationError(f"prompt_ids must hold integer token ids, got dtype {prompt_ids.dtype}")
+        idx = prompt_ids.to(device=device, dtype=torch.long)
+    else:
+        ids = list(prompt_ids)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise GenerationError("prompt_ids must be a list of int token ids or a LongTensor (B, T)")
+        idx = torch.tensor(ids, dtype=torch.long, device=device)
+    if idx.dim() == 1:
+        idx = idx.unsqueeze(0)
+    if idx.dim() != 2:
+        raise GenerationError(f"prompt_ids must be (T,) or (B, T), got shape {tuple(idx.shape)}")
+    if idx.size(0) == 0 or idx.size(1) == 0:
+        raise GenerationError(
+            "empty prompt: the model needs at least one token to condition on "
+            "(pass a BOS/EOS token id or the encoding of a newline)"
+        )
+    return idx
+
+
+def generate_tokens(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int] | Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    eos_id: int | None = None,
+) -> Iterator[Tensor]:
+    """Yield the new tokens one step at a time: a LongTensor (B,) per step, at most ``max_new_tokens``.
+
+    ``prompt_ids``: a list of ids (one sequence) or a LongTensor (B, T). The model runs in eval mode
+    under ``torch.inference_mode`` (its previous train/eval mode is restored when the iterator ends or
+    is closed). The sliding-window rule of the module docstring applies: a prompt longer than
+    ``block_size`` is cut to its last ``block_size`` tokens, with a warning.
+
+    ``seed``: sampling draws from a ``torch.Generator`` seeded with it (same seed, same tokens); None
+    uses the global RNG. ``eos_id``: a row that samples it is finished; the eos token itself is
+    yielded, finished rows are padded with ``eos_id`` and generation stops once every row is finished.
+
+    Options are checked at call time (``GenerationError``), before the first token is requested.
+    """
+    validate_sampling_options(temperature, top_k, top_p)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if eos_id is not None and (isinstance(eos_id, bool) or not isinstance(eos_id, int)):
+        raise GenerationError(f"eos_id must be an int token id or None, got {eos_id!r}")
+    block_size = int(model.config.block_size)
+    if block_size < 1:
+        raise GenerationError(f"model.config.block_size must be >= 1, got {block_size}")
+    idx = _prompt_tensor(prompt_ids, _model_device(model))
+    if idx.size(1) > block_size:
+        dropped = idx.size(1) - block_size
+        warnings.warn(
+            f"prompt has {idx.size(1)} tokens but the model's context is {block_size}: "
+            f"the first {dropped} tokens are dropped and generation conditions on the last {block_size}",
+            UserWarning,
+            stacklevel=2,
+        )
+        idx = idx[:, -block_size:]
+    return _decode_loop(
+        model, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache, eos_id, block_size
+    )
+
+
+def _decode_loop(
+    model: torch.nn.Module,
+    idx: Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None,
+    use_cache: bool,
+    eos_id: int | None,
+    block_size: int,
+) -> Iterator[Tensor]:
+    """The generator behind ``generate_tokens``; ``idx`` (B, T) already fits the window."""
+    if max_new_tokens == 0:
+        return
+    was_training = model.training
+    model.eval()
+    batch = idx.size(0)
+    use_cache = use_cache and hasattr(model, "new_cache")
+    cache: Any = None
+    generator: torch.Generator | None = None
+    window = idx  # the last <= block_size tokens: what the model conditions on
+    finished = torch.zeros(batch, dtype=torch.bool, device=idx.device)
+    try:
+        for step in range(max_new_tokens):
+            # inference_mode only around the computation, never across the yield: the caller's code
+            # between two tokens must not run in inference mode.
+            with torch.inference_mode():
+                if not use_cache:
+                    logits = model(window)
+                elif cache is None:  # prefill; no position beyond T + max_new_tokens - 1 is ever cached
+                    cache = model.new_cache(batch, max_len=min(block_size, idx.size(1) + max_new_tokens))
+                    logits = model(window, cache=cache)
+                elif cache.length + 1 == window.size(1):
+                    logits = model(window[:, -1:], cache=cache)  # the window only grew: one new token
+                else:  # the window slid: re-prefill it from scratch (exact, see the module docstring)
+                    cache.reset()
+                    logits = model(window, cache=cache)
+                logits = logits[:, -1, :]
+                if generator is None and seed is not None:
+                    generator = torch.Generator(device=logits.device)
+                    generator.manual_seed(seed)
+                tok = sample_next(logits, temperature, top_k, top_p, generator)
+                if eos_id is not None:
+                    tok = tok.masked_fill(finished, eos_id)
+                    finished = finished | (tok == eos_id)
+                if step + 1 < max_new_tokens:
+                    window = torch.cat([window, tok[:, None]], dim=1)[:, -block_size:]
+            yield tok.clone()  # a normal tensor, usable outside inference mode
+            if eos_id is not None and bool(finished.all()):
+                return
+    finally:
+        model.train(was_training)
+
+
+def generate(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int] | Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    eos_id: int | None = None,
+) -> Tensor:
+    """The whole prompt followed by the new tokens: LongTensor (B, T + n_new) on the model's device.
+
+    ``n_new`` is ``max_new_tokens``, or fewer when every row hit ``eos_id`` (eos included). Same options
+    and sliding-window rule as ``generate_tokens``; the returned prompt is never truncated.
+    """
+    idx = _prompt_tensor(prompt_ids, _model_device(model))
+    new = list(
+        generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache, eos_id)
+    )
+    if not new:
+        return idx.clone()
+    return torch.cat([idx, torch.stack(new, dim=1)], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text-level generation: incremental decoding, stop strings, streaming
+# ---------------------------------------------------------------------------------------------------
+
+
+def generate_text(
+    model: torch.nn.Module,
+    tokenizer: TokenizerLike,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: list[str] | None = None,
+    stream: Callable[[str], None] | None = None,
+    use_cache: bool = True,
+) -> str:
+    """Continue ``prompt`` and return the continuation only (the prompt is not repeated).
+
+    Generation ends after ``max_new_tokens`` tokens, at the tokenizer's ``eos_id`` (not part of the
+    text), or as soon as any string of ``stop`` appears in the continuation: the text returned ends
+    just before the earliest stop string, which is not included.
+
+    ``stream(piece)`` is called with newly decoded text as tokens arrive; the pieces concatenate to
+    the returned text. Text is decoded incrementally: while the decoded continuation ends in an
+    incomplete UTF-8 character (``'\\ufffd'``, e.g. a byte-level BPE token that ends mid character)
+    that tail is held back, and so are the last ``len(longest stop string) - 1`` characters, so
+    nothing past a stop string is ever streamed. Held-back text is flushed when generation ends.
+    """
+    stop = list(stop or [])
+    if any(not isinstance(s, str) or s == "" for s in stop):
+        raise GenerationError(f"stop strings must be non-empty strings, got {stop!r}")
+    prompt_ids = tokenizer.encode(prompt)
+    if not prompt_ids:
+        raise GenerationError(
+            "empty prompt: the model needs at least one token to condition on "
+            "(start the prompt with a newline, or pass a BOS/EOS token)"
+        )
+    eos_id = getattr(tokenizer, "eos_id", None)
+    hold = max((len(s) for s in stop), default=1) - 1  # characters that could begin a stop string
+    out_ids: list[int] = []
+    text = ""
+    n_streamed = 0  # text[:n_streamed] has been passed to ``stream``
+
+    def emit(upto: int) -> None:
+        nonlocal n_streamed
+        if stream is not None and upto > n_streamed:
+            stream(text[n_streamed:upto])
+        n_streamed = max(n_streamed, upto)
+
+    tokens = generate_tokens(
+        model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, eos_id
+    )
+    try:
+        for tok in tokens:
+            token = int(tok[0])
+            if eos_id is not None and token == eos_id:
+                break
+            out_ids.append(token)
+            text = tokenizer.decode(out_ids)
+            cut = _find_stop(text, stop)
+            if cut is not None:
+                text = text[:cut]
+                emit(cut)
+                return text
+            complete = len(text.rstrip("\ufffd"))  # hold back an unfinished UTF-8 character
+            emit(complete - hold)
+    finally:
+        tokens.close()  # stops the model work at once and restores its train/eval mode
+    emit(len(text))
+    return text
+
+
+def _find_stop(text: str, stop: list[str]) -> int | None:
+    """Index of the earliest occurrence of any stop string in ``text``, or None."""
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(hits) if hits else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Beam search (planned, not implemented yet)
+# ---------------------------------------------------------------------------------------------------
+# ``beam_search(model, prompt_ids, max_new_tokens, num_beams, length_penalty=1.0, eos_id=None)`` will
+# live here, for the encoder-decoder Transformer (translation) first. It will reuse the same cache
+# protocol: expand the cache to B * num_beams rows and keep the surviving beams each step with
+# ``cache.reorder(index)`` (already provided by ``lmlab.nn.attention.ModelCache``).
