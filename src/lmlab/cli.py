@@ -1,0 +1,153 @@
+"""The ``lmlab`` command: one entry point, one function per subcommand.
+
+    lmlab recipes
+    lmlab train RECIPE_OR_YAML [key=value ...] --out RUN_DIR
+    lmlab generate RUN_DIR --prompt TEXT [--max-new-tokens N --temperature T --top-k K --top-p P --seed S]
+    lmlab eval RUN_DIR [--data FILE] [--json]
+    lmlab attention RUN_DIR TEXT --out map.png [--layer L --head H]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from lmlab.errors import LmlabError
+
+
+def cmd_recipes(args: argparse.Namespace) -> None:
+    from lmlab.config import list_recipes
+
+    recipes = list_recipes()
+    width = max(len(n) for n in recipes)
+    for name, desc in recipes.items():
+        print(f"{name:<{width}}  {desc}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from lmlab.config import load_config
+    from lmlab.runs import train_run
+
+    cfg = load_config(args.recipe, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
+    result = train_run(cfg, out)
+    if "val_loss" in result:
+        print(f"done: step {result.get('step')}, val_loss {result['val_loss']:.4f}; run directory: {out}")
+    else:
+        print(f"done: step {result.get('step')}; run directory: {out}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from lmlab.pipeline import load
+
+    p = load(args.run_dir, device=args.device)
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+
+    def stream(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    p.generate(
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop=args.stop,
+        stream=stream,
+    )
+    sys.stdout.write("\n")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from lmlab.pipeline import load
+
+    p = load(args.run_dir, device=args.device)
+    result = p.evaluate(args.data)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+
+
+def cmd_attention(args: argparse.Namespace) -> None:
+    from lmlab.explain import plot_self_attention
+    from lmlab.pipeline import load
+
+    p = load(args.run_dir)
+    path = plot_self_attention(p, args.text, args.out, layer=args.layer, head=args.head)
+    print(f"wrote {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmlab", description="Train, evaluate and explain language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("recipes", help="list the bundled recipes")
+    p.set_defaults(fn=cmd_recipes)
+
+    p = sub.add_parser("train", help="train (or resume) a run from a recipe or YAML file")
+    p.add_argument("recipe", help="a bundled recipe name (see `lmlab recipes`) or a .yaml file")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.max_steps=200 model.n_layer=4")
+    p.add_argument("--out", help="run directory (default runs/RECIPE); resumes if it holds a checkpoint")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("generate", help="generate text from a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", default="\n", help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_generate)
+
+    p = sub.add_parser("eval", help="validation loss and perplexity of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--data", default=None, help="a text file or folder to evaluate on (default: the run's validation split)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("attention", help="draw a self-attention map for a text")
+    p.add_argument("run_dir")
+    p.add_argument("text")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--layer", type=int, default=-1, help="layer (default: the last)")
+    p.add_argument("--head", type=int, default=None, help="head (default: the mean over heads)")
+    p.set_defaults(fn=cmd_attention)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may come after --out
+        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"lmlab: warning: {msg}\n"
+    try:
+        args.fn(args)
+    except LmlabError as e:
+        print(f"lmlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nlmlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
