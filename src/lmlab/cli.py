@@ -3,17 +3,22 @@
     lmlab recipes
     lmlab train RECIPE_OR_YAML [key=value ...] --out RUN_DIR
     lmlab generate RUN_DIR --prompt TEXT [--max-new-tokens N --temperature T --top-k K --top-p P --seed S]
+                   [--quantize int8]
     lmlab eval RUN_DIR [--data FILE] [--json]
     lmlab attention RUN_DIR TEXT --out map.png [--layer L --head H]
+    lmlab convert SRC DST --to hf|lmlab
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from lmlab.errors import LmlabError
 
@@ -43,11 +48,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from lmlab.pipeline import load
 
-    p = load(args.run_dir, device=args.device)
-    sys.stdout.write(args.prompt)
-    sys.stdout.flush()
+    p = load(args.run_dir, device=args.device, quantize=args.quantize)
+    printed_prompt = False
 
     def stream(piece: str) -> None:
+        nonlocal printed_prompt
+        if not printed_prompt:  # only once generation has started: a bad option prints nothing
+            sys.stdout.write(args.prompt)
+            printed_prompt = True
         sys.stdout.write(piece)
         sys.stdout.flush()
 
@@ -61,7 +69,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
         stop=args.stop,
         stream=stream,
     )
+    if not printed_prompt:
+        sys.stdout.write(args.prompt)
     sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -69,8 +80,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     p = load(args.run_dir, device=args.device)
     result = p.evaluate(args.data)
-    if args.json:
-        print(json.dumps(result))
+    if args.json:  # strict JSON: a non-finite number (a diverged model) becomes null
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in result.items()}
+        print(json.dumps(clean))
     else:
         for k, v in result.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
@@ -80,9 +92,16 @@ def cmd_attention(args: argparse.Namespace) -> None:
     from lmlab.explain import plot_self_attention
     from lmlab.pipeline import load
 
-    p = load(args.run_dir)
+    p = load(args.run_dir, device=args.device)
     path = plot_self_attention(p, args.text, args.out, layer=args.layer, head=args.head)
     print(f"wrote {path}")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from lmlab.interop import convert
+
+    out = convert(args.src, args.dst, to=args.to)
+    print(f"wrote {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train (or resume) a run from a recipe or YAML file")
     p.add_argument("recipe", help="a bundled recipe name (see `lmlab recipes`) or a .yaml file")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.max_steps=200 model.n_layer=4")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted key=value overrides, e.g. train.max_steps=200 model.n_layer=4"
+    )
     p.add_argument("--out", help="run directory (default runs/RECIPE); resumes if it holds a checkpoint")
     p.set_defaults(fn=cmd_train)
 
@@ -108,11 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8 weights for faster CPU generation (slightly different logits)")
     p.set_defaults(fn=cmd_generate)
 
     p = sub.add_parser("eval", help="validation loss and perplexity of a run")
     p.add_argument("run_dir")
-    p.add_argument("--data", default=None, help="a text file or folder to evaluate on (default: the run's validation split)")
+    p.add_argument(
+        "--data", default=None, help="a text file or folder of .txt files (default: the validation split)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_eval)
@@ -123,11 +148,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--layer", type=int, default=-1, help="layer (default: the last)")
     p.add_argument("--head", type=int, default=None, help="head (default: the mean over heads)")
+    p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_attention)
+
+    p = sub.add_parser("convert", help="convert between lmlab runs and Hugging Face model directories")
+    p.add_argument("src", help="an lmlab run or checkpoint directory, or a Hugging Face model directory")
+    p.add_argument("dst", help="the directory to write (must not exist, or be empty)")
+    p.add_argument(
+        "--to", required=True, choices=["hf", "lmlab"], help="hf: a transformers directory; lmlab: a run"
+    )
+    p.set_defaults(fn=cmd_convert)
     return parser
 
 
+def _show_warning(message: Any, *args: Any, **kwargs: Any) -> None:
+    """Warnings as one ``lmlab: warning: ...`` line on stderr (no source location)."""
+    print(f"lmlab: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: sys.argv[1:]); returns the exit status.
+
+    0: success; 2: a usage error or an LmlabError (one ``lmlab: error: ...`` line, no traceback);
+    1: an operating-system error (a file that cannot be read or written); 130: interrupted.
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may come after --out
@@ -135,17 +179,27 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"lmlab: warning: {msg}\n"
-    try:
-        args.fn(args)
-    except LmlabError as e:
-        print(f"lmlab: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nlmlab: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            args.fn(args)
+        except LmlabError as e:
+            print(f"lmlab: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\nlmlab: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # e.g. `lmlab generate ... | head`: stop quietly
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            return 0
+        except OSError as e:  # a path the user gave that cannot be read or written
+            print(f"lmlab: error: {e}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -8,6 +8,8 @@ The model section's dataclass belongs to the family (``models/<family>.py``); th
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +22,22 @@ from lmlab.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
+TOKENIZER_KINDS = ("char", "bpe")
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "noam", "constant")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def _did_you_mean(name: str, valid: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        hint = _did_you_mean(str(value), valid)
+        raise ConfigError(f"{key}='{value}' is not one of: {', '.join(valid)}{hint}")
+
 
 @dataclass
 class TokenizerConfig:
@@ -30,6 +48,11 @@ class TokenizerConfig:
     path: str | None = None
     """Use an existing tokenizer.json instead of training one."""
 
+    def validate(self) -> None:
+        _check_choice("tokenizer.kind", self.kind, TOKENIZER_KINDS)
+        if self.vocab_size < 1:
+            raise ConfigError(f"tokenizer.vocab_size must be >= 1 (got {self.vocab_size})")
+
 
 @dataclass
 class DataConfig:
@@ -39,6 +62,12 @@ class DataConfig:
     """The last fraction of the token stream is held out for validation."""
     block_size: int | None = None
     """Training window length; defaults to the model's context length."""
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.block_size is not None and self.block_size < 1:
+            raise ConfigError(f"data.block_size must be >= 1 or null (got {self.block_size})")
 
 
 @dataclass
@@ -87,6 +116,27 @@ class TrainConfig:
     threads: int = 0
     """torch.set_num_threads on CPU (0: leave PyTorch's default)."""
 
+    def validate(self) -> None:
+        """Reject values the Trainer or the optimizer cannot use, naming the key (before any work)."""
+        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("train.schedule", self.schedule, SCHEDULES)
+        _check_choice("train.precision", self.precision, PRECISIONS)
+        for key, low in (("batch_size", 1), ("grad_accum", 1), ("keep_checkpoints", 1)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"train.{key} must be >= {low} (got {getattr(self, key)})")
+        for key in ("max_steps", "warmup_steps", "eval_interval", "eval_batches", "log_interval",
+                    "checkpoint_interval", "threads", "lr", "min_lr", "eps", "weight_decay", "grad_clip"):
+            value = getattr(self, key)
+            if not value >= 0 or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"train.{key} must be a finite number >= 0 (got {value})")
+        for key in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"train.{key} must be in [0, 1) (got {getattr(self, key)})")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"train.batch_size={self.batch_size} must be divisible by train.grad_accum={self.grad_accum}"
+            )
+
 
 @dataclass
 class RunConfig:
@@ -118,46 +168,91 @@ def _resolve_type(tp: Any) -> Any:
     return tp
 
 
+def _is_optional(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` (from YAML, or a string from a key=value override) as type ``tp``, or ConfigError."""
     if value is None:
-        return None
+        if _is_optional(tp) or tp is Any:
+            return None
+        raise ConfigError(f"config key '{key}' cannot be null (expected {_type_name(_resolve_type(tp))})")
     tp = _resolve_type(tp)
+    if isinstance(value, dict) and tp is not Any and typing.get_origin(tp) is not dict and tp is not dict:
+        raise ConfigError(f"config key '{key}' is a single value, not a section (got {value!r})")
+    bad = ConfigError(f"config key '{key}': cannot use {value!r} as {_type_name(tp)}")
     try:
         if tp is bool:
+            if isinstance(value, bool):
+                return value
             if isinstance(value, str):
-                low = value.lower()
+                low = value.strip().lower()
                 if low in ("true", "1", "yes", "on"):
                     return True
                 if low in ("false", "0", "no", "off"):
                     return False
-                raise ValueError
-            return bool(value)
+            elif isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise bad
         if tp is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) else int(value)
+            if isinstance(value, bool):
+                raise bad
+            if isinstance(value, str):
+                text = value.strip().replace("_", "")
+                try:
+                    return int(text)
+                except ValueError:
+                    value = float(text)  # 1e3 is fine, 2.5 is not
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise bad
+                return int(value)
+            if isinstance(value, int):
+                return value
+            raise bad
         if tp is float:
-            return float(value)
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise bad
+            return float(value.strip() if isinstance(value, str) else value)
         if tp is str:
+            if isinstance(value, (list, tuple, dict)):
+                raise bad
             return str(value)
         if typing.get_origin(tp) in (list, tuple):
             if isinstance(value, str):
                 value = yaml.safe_load(value)
+            if not isinstance(value, (list, tuple)):
+                raise bad
             return list(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"config key '{key}': cannot use {value!r} as {getattr(tp, '__name__', tp)}") from None
+    except (TypeError, ValueError, yaml.YAMLError):
+        raise bad from None
     return value
 
 
 def from_dict(cls: type, data: dict[str, Any] | None, prefix: str) -> Any:
     """Build dataclass ``cls`` from ``data``, naming unknown keys and their valid alternatives."""
-    data = dict(data or {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config key '{prefix}' is a section of settings, not a value (got {data!r}); "
+            f"set its keys instead, e.g. {prefix}.KEY=VALUE"
+        )
+    data = dict(data)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"unknown config key '{key}'; valid keys in '{prefix or 'top level'}': {', '.join(names)}")
+        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(
+            f"unknown config key '{key}'{_did_you_mean(str(unknown[0]), names)}; "
+            f"valid keys in '{prefix or 'top level'}': {', '.join(names)}"
+        )
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in data.items()}
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
@@ -166,21 +261,29 @@ def from_dict(cls: type, data: dict[str, Any] | None, prefix: str) -> Any:
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """['train.max_steps=200', 'model.n_layer=4'] -> nested dict of (string) values."""
+    """['train.max_steps=200', 'model.n_layer=4'] -> nested dict of (string) values.
+
+    ``null`` / ``none`` / ``~`` mean None; everything else stays a string, converted to the key's
+    type later (``build_config``).
+    """
     out: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.max_steps=200)")
         key, value = item.split("=", 1)
-        parts = key.strip().split(".")
+        parts = [p.strip() for p in key.strip().split(".")]
+        if not all(parts):
+            raise ConfigError(f"override '{item}': '{key}' is not a dotted key like train.max_steps")
         node = out
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': '{p}' is not a section")
+                raise ConfigError(f"override '{item}': '{'.'.join(parts[: i + 1])}' is not a section")
         parsed: Any = value
-        if value.lower() in ("null", "none", "~"):
+        if value.strip().lower() in ("null", "none", "~"):
             parsed = None
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError(f"override '{item}': '{key}' is a section; set its keys, e.g. {key}.KEY=VALUE")
         node[parts[-1]] = parsed
     return out
 
@@ -198,7 +301,7 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def list_recipes() -> dict[str, str]:
     """Bundled recipe names -> their one-line description."""
     out = {}
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+    for path in sorted(RECIPES_DIR.glob("*.yaml"), key=lambda p: p.stem):
         with open(path) as f:
             raw = yaml.safe_load(f) or {}
         out[path.stem] = str(raw.get("description", "")).strip()
@@ -208,18 +311,21 @@ def list_recipes() -> dict[str, str]:
 def load_raw(recipe_or_yaml: str) -> dict[str, Any]:
     """A bundled recipe name or a path to a YAML file -> its dict."""
     path = Path(recipe_or_yaml)
-    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
         path = RECIPES_DIR / f"{recipe_or_yaml}.yaml"
         if not path.exists():
-            names = ", ".join(list_recipes())
-            raise ConfigError(f"unknown recipe '{recipe_or_yaml}'; bundled recipes: {names} (or pass a .yaml file)")
-    if not path.exists():
+            names = list(list_recipes())
+            raise ConfigError(
+                f"unknown recipe '{recipe_or_yaml}'{_did_you_mean(recipe_or_yaml, names)}; "
+                f"bundled recipes: {', '.join(names)} (or pass a .yaml file)"
+            )
+    if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        try:
+    try:
+        with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"cannot parse {path}: {e}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (model, tokenizer, data, train)")
     return raw
@@ -233,13 +339,19 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Run
     top = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = [k for k in raw if k not in top]
     if unknown:
-        raise ConfigError(f"unknown config key '{unknown[0]}'; valid top-level keys: {', '.join(sorted(top))}")
-    family = str(raw.get("family", "gpt"))
+        raise ConfigError(
+            f"unknown config key '{unknown[0]}'{_did_you_mean(str(unknown[0]), sorted(top))}; "
+            f"valid top-level keys: {', '.join(sorted(top))}"
+        )
+    for key in ("family", "task", "description"):
+        if isinstance(raw.get(key), (dict, list)):
+            raise ConfigError(f"config key '{key}' must be a single value, not {raw[key]!r}")
+    family = str(raw.get("family") or "gpt")
     model_cls = model_config_class(family)
     return RunConfig(
         family=family,
-        task=str(raw.get("task", "lm")),
-        description=str(raw.get("description", "")),
+        task=str(raw.get("task") or "lm"),
+        description=str(raw.get("description") or ""),
         model=from_dict(model_cls, raw.get("model"), "model"),
         tokenizer=from_dict(TokenizerConfig, raw.get("tokenizer"), "tokenizer"),
         data=from_dict(DataConfig, raw.get("data"), "data"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,31 +11,73 @@ import torch
 from lmlab.errors import LmlabError
 
 
-def self_attention(pipeline: Any, text: str, layer: int = -1, head: int | None = None) -> tuple[torch.Tensor, list[str]]:
-    """(T, T) attention weights of ``layer`` (one head, or the mean over heads) and the token strings."""
+def self_attention(
+    pipeline: Any, text: str, layer: int = -1, head: int | None = None
+) -> tuple[torch.Tensor, list[str]]:
+    """(T, T) attention weights of ``layer`` (one head, or the mean over heads) and the token strings.
+
+    The weights come from the model's eager attention path (``need_weights=True``), so this works
+    whether the model was built with fused or eager attention. A text longer than the context is
+    cut to its last ``block_size`` tokens, with a warning.
+    """
     model, tok = pipeline.model, pipeline.tokenizer
-    ids = tok.encode(text)[-model.config.block_size :]
+    if not isinstance(text, str):
+        raise LmlabError(f"the text must be a string, got {type(text).__name__}")
+    block = int(model.config.block_size)
+    ids = tok.encode(text)
     if not ids:
-        raise LmlabError("the text is empty")
-    with torch.no_grad():
-        _, attentions = model(torch.tensor([ids], device=pipeline.device), need_weights=True)
+        raise LmlabError("the text is empty: give at least one character to draw attention over")
+    if len(ids) > block:
+        warnings.warn(
+            f"the text has {len(ids)} tokens but the model's context is {block}: drawing the last {block}",
+            UserWarning,
+            stacklevel=2,
+        )
+        ids = ids[-block:]
+    n_layer = getattr(model.config, "n_layer", None)
+    if n_layer is not None and not -n_layer <= layer < n_layer:
+        raise LmlabError(f"--layer {layer} out of range: the model has {n_layer} layers (0..{n_layer - 1})")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _, attentions = model(torch.tensor([ids], device=pipeline.device), need_weights=True)
+    finally:
+        model.train(was_training)
     n_layer = len(attentions)
     if not -n_layer <= layer < n_layer:
-        raise LmlabError(f"--layer {layer} out of range: the model has {n_layer} layers")
+        raise LmlabError(f"--layer {layer} out of range: the model has {n_layer} layers (0..{n_layer - 1})")
     att = attentions[layer][0]  # (H, T, T)
     if head is None:
         att = att.mean(0)
     else:
         if not 0 <= head < att.size(0):
-            raise LmlabError(f"--head {head} out of range: the model has {att.size(0)} heads")
+            n_head = att.size(0)
+            raise LmlabError(f"--head {head} out of range: the model has {n_head} heads (0..{n_head - 1})")
         att = att[head]
     labels = [tok.token_to_str(i) for i in ids]
     return att.float().cpu(), labels
 
 
-def plot_attention(weights: torch.Tensor, rows: list[str], cols: list[str], path: str | Path, title: str) -> Path:
+def _check_image_path(path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in formats:
+        valid = ", ".join("." + f for f in formats)
+        raise LmlabError(f"cannot write an image to '{path}': use one of the extensions {valid}")
+    if path.exists() and path.is_dir():
+        raise LmlabError(f"'{path}' is a directory: give an image file name such as map.png")
+
+
+def plot_attention(
+    weights: torch.Tensor, rows: list[str], cols: list[str], path: str | Path, title: str
+) -> Path:
     from matplotlib.figure import Figure
 
+    path = Path(path)
+    _check_image_path(path)
     n = max(len(rows), len(cols))
     size = min(4 + 0.25 * n, 24)
     fig = Figure(figsize=(size, size))
@@ -47,13 +90,18 @@ def plot_attention(weights: torch.Tensor, rows: list[str], cols: list[str], path
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
 
 
-def plot_self_attention(pipeline: Any, text: str, out: str | Path, layer: int = -1, head: int | None = None) -> Path:
+def plot_self_attention(
+    pipeline: Any, text: str, out: str | Path, layer: int = -1, head: int | None = None
+) -> Path:
+    """Draw ``self_attention(pipeline, text, layer, head)`` to the image file ``out``; returns its path."""
+    _check_image_path(Path(out))  # before running the model
     weights, labels = self_attention(pipeline, text, layer, head)
+    n_layer = getattr(pipeline.model.config, "n_layer", None)
+    shown = layer % n_layer if n_layer else layer
     which = "mean over heads" if head is None else f"head {head}"
-    return plot_attention(weights, labels, labels, out, f"self-attention, layer {layer}, {which}")
+    return plot_attention(weights, labels, labels, out, f"self-attention, layer {shown}, {which}")

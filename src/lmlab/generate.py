@@ -34,8 +34,10 @@ Models whose ``block_size`` is huge (recurrent models report a large value) neve
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -51,6 +53,12 @@ __all__ = [
     "generate_tokens",
     "generate",
     "generate_text",
+    "Hypothesis",
+    "length_penalty",
+    "greedy_search",
+    "beam_search",
+    "greedy_decode",
+    "beam_decode",
 ]
 
 TOP_P_TOLERANCE = 1e-6
@@ -241,6 +249,14 @@ def generate_tokens(
     )
 
 
+def _accepts_last_only(model: torch.nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``last_only`` (logits of the last position only)."""
+    try:
+        return "last_only" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _decode_loop(
     model: torch.nn.Module,
     idx: Tensor,
@@ -260,6 +276,8 @@ def _decode_loop(
     model.eval()
     batch = idx.size(0)
     use_cache = use_cache and hasattr(model, "new_cache")
+    # ask models that can (GPT: ``last_only``) for the logits of the last position only
+    kw: dict[str, Any] = {"last_only": True} if _accepts_last_only(model) else {}
     cache: Any = None
     generator: torch.Generator | None = None
     window = idx  # the last <= block_size tokens: what the model conditions on
@@ -270,15 +288,15 @@ def _decode_loop(
             # between two tokens must not run in inference mode.
             with torch.inference_mode():
                 if not use_cache:
-                    logits = model(window)
+                    logits = model(window, **kw)
                 elif cache is None:  # prefill; no position beyond T + max_new_tokens - 1 is ever cached
                     cache = model.new_cache(batch, max_len=min(block_size, idx.size(1) + max_new_tokens))
-                    logits = model(window, cache=cache)
+                    logits = model(window, cache=cache, **kw)
                 elif cache.length + 1 == window.size(1):
-                    logits = model(window[:, -1:], cache=cache)  # the window only grew: one new token
+                    logits = model(window[:, -1:], cache=cache, **kw)  # the window only grew: one new token
                 else:  # the window slid: re-prefill it from scratch (exact, see the module docstring)
                     cache.reset()
-                    logits = model(window, cache=cache)
+                    logits = model(window, cache=cache, **kw)
                 logits = logits[:, -1, :]
                 if generator is None and seed is not None:
                     generator = torch.Generator(device=logits.device)
@@ -402,9 +420,294 @@ def _find_stop(text: str, stop: list[str]) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Beam search (planned, not implemented yet)
+# Encoder-decoder decoding: greedy search and beam search
 # ---------------------------------------------------------------------------------------------------
-# ``beam_search(model, prompt_ids, max_new_tokens, num_beams, length_penalty=1.0, eos_id=None)`` will
-# live here, for the encoder-decoder Transformer (translation) first. It will reuse the same cache
-# protocol: expand the cache to B * num_beams rows and keep the surviving beams each step with
-# ``cache.reorder(index)`` (already provided by ``lmlab.nn.attention.ModelCache``).
+# Two layers. The *searches* (``greedy_search``, ``beam_search``) know nothing about models: they call
+# ``step_fn(tokens (N, 1), state) -> logits (N, V)`` for the next-token distribution of every row and
+# ``state.reorder(index)`` to keep rows ``index`` (surviving beams; finished sentences are dropped).
+# The *model wrappers* (``greedy_decode``, ``beam_decode``) run them on any model that follows the
+# encoder-decoder protocol below (the Transformer now, the RNN seq2seq model later).
+#
+# Beam search keeps, for each sentence, the ``beam_size`` best partial translations by total
+# log-probability; a hypothesis that ends in EOS is set aside and scored with the GNMT / Transformer
+# length penalty (Wu et al., 2016; Vaswani et al., 2017 use α = 0.6, beam 4):
+#
+#     score(Y) = log P(Y | X) / lp(Y),    lp(Y) = ((5 + |Y|) / 6)^α
+#
+# where |Y| counts the generated tokens, EOS included. Search stops for a sentence once it has
+# ``beam_size`` finished hypotheses (as in fairseq), or after ``max_len`` tokens, when the unfinished
+# beams are scored as they are. With ``beam_size=1`` this is exactly greedy search.
+
+
+class DecoderState(Protocol):
+    """Per-row decoding state (a KV cache, an RNN's hidden state, the encoder output...)."""
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` (LongTensor (N',)), in that order; N' may be smaller than N."""
+        ...
+
+
+class EncoderDecoderModel(Protocol):
+    """What ``greedy_decode`` and ``beam_decode`` need from a sequence-to-sequence model."""
+
+    def start_decoding(
+        self, src: Tensor, src_padding_mask: Tensor | None, max_len: int | None, expand: int = 1
+    ) -> DecoderState:
+        """Encode src (B, S) once; the state has B·expand rows, row b·expand + k a copy of sentence b."""
+        ...
+
+    def decode_step(self, tokens: Tensor, state: Any) -> Tensor:
+        """tokens (N, 1): each row's last token -> next-token logits (N, V); advances ``state``."""
+        ...
+
+
+StepFn = Callable[[Tensor, Any], Tensor]
+"""``step_fn(tokens (N, 1), state) -> logits (N, V)``."""
+
+
+@dataclass
+class Hypothesis:
+    """One finished search result."""
+
+    tokens: list[int]
+    """The generated tokens, without BOS and EOS."""
+    log_prob: float
+    """log P(tokens [+ EOS] | source): the sum over the generated tokens, EOS included."""
+    score: float
+    """``log_prob / lp(length)``: what the hypotheses are ranked by."""
+    finished: bool
+    """True when the hypothesis ended with EOS; False when it was cut at ``max_len``."""
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty lp(Y) = ((5 + |Y|) / 6)^α (1 for α = 0: plain log-probabilities)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _check_search_args(batch_size: int, max_len: int, beam_size: int = 1, n_best: int = 1) -> None:
+    for name, value in (("batch_size", batch_size), ("max_len", max_len), ("beam_size", beam_size),
+                        ("n_best", n_best)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GenerationError(f"{name} must be an integer >= 1, got {value!r}")
+    if n_best > beam_size:
+        raise GenerationError(f"n_best ({n_best}) cannot exceed beam_size ({beam_size})")
+
+
+def greedy_search(
+    step_fn: StepFn,
+    state: Any,
+    batch_size: int,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    device: torch.device | str | None = None,
+) -> list[list[int]]:
+    """Pick the most probable token at every step, for ``batch_size`` rows at once.
+
+    ``state`` holds ``batch_size`` rows; finished rows are dropped with ``state.reorder``. Returns,
+    per row, the generated tokens without BOS and EOS (at most ``max_len`` tokens, EOS included).
+    """
+    _check_search_args(batch_size, max_len)
+    out: list[list[int]] = [[] for _ in range(batch_size)]
+    active = list(range(batch_size))  # row i of the state decodes sentence active[i]
+    tokens = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
+    for _ in range(max_len):
+        nxt = step_fn(tokens, state).argmax(dim=-1)  # (N,)
+        keep: list[int] = []
+        for i, (b, tok) in enumerate(zip(active, nxt.tolist())):
+            if tok != eos_id:
+                out[b].append(tok)
+                keep.append(i)
+        if not keep:
+            break
+        if len(keep) < len(active):  # drop the rows that just produced EOS
+            index = torch.tensor(keep, dtype=torch.long, device=nxt.device)
+            state.reorder(index)
+            nxt = nxt.index_select(0, index)
+            active = [active[i] for i in keep]
+        tokens = nxt[:, None]
+    return out
+
+
+def beam_search(
+    step_fn: StepFn,
+    state: Any,
+    batch_size: int,
+    beam_size: int,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    length_penalty_alpha: float = 0.6,
+    n_best: int = 1,
+    device: torch.device | str | None = None,
+) -> list[list[Hypothesis]]:
+    """Beam search over ``batch_size`` sentences × ``beam_size`` beams at once.
+
+    ``state`` holds ``batch_size · beam_size`` rows, row b·beam_size + k for beam k of sentence b
+    (all copies of the same start state). Each step every row's last token goes through
+    ``step_fn``; the 2·beam_size best (beam, token) extensions of each sentence are ranked by total
+    log-probability, EOS extensions among the top beam_size are finished (scored with the length
+    penalty, see above) and the best beam_size others continue (``state.reorder``). Sentences with
+    beam_size finished hypotheses leave the batch.
+
+    Returns, per sentence, the ``n_best`` hypotheses with the highest score, best first.
+    """
+    _check_search_args(batch_size, max_len, beam_size, n_best)
+    k = beam_size
+    finals: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    active = list(range(batch_size))  # block a of k rows decodes sentence active[a]
+    scores = torch.full((batch_size, k), float("-inf"), device=device)  # (A, K) total log-probs
+    scores[:, 0] = 0.0  # all beams start equal: only the first is live, so no duplicates
+    history = torch.empty(batch_size * k, 0, dtype=torch.long, device=device)  # (A·K, t)
+    tokens = torch.full((batch_size * k, 1), bos_id, dtype=torch.long, device=device)
+    for t in range(max_len):
+        logits = step_fn(tokens, state)
+        n_act, vocab = len(active), logits.size(-1)
+        if vocab < 2:
+            raise GenerationError(f"beam search needs a vocabulary of at least 2 tokens, got {vocab}")
+        logp = torch.log_softmax(logits.float(), dim=-1).view(n_act, k, vocab)  # (A·K, V) -> (A, K, V)
+        scores = scores.to(logp.device)
+        cand = (scores.unsqueeze(-1) + logp).view(n_act, k * vocab)  # (A, K·V)
+        top_scores, top_idx = cand.topk(2 * k, dim=1)  # (A, 2K), best first; at most K are EOS
+        top_beam, top_tok = top_idx // vocab, top_idx % vocab
+        is_eos = top_tok == eos_id
+        history = history.to(logp.device)
+
+        # EOS among the top K: a finished hypothesis (while the sentence still wants some)
+        fin = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
+        if bool(fin.any()):
+            for a, j in fin.nonzero().tolist():
+                b = active[a]
+                if len(finals[b]) < k:
+                    lp = float(top_scores[a, j])
+                    toks = history[a * k + int(top_beam[a, j])].tolist()
+                    score = lp / length_penalty(t + 1, length_penalty_alpha)
+                    finals[b].append(Hypothesis(toks, lp, score, True))
+
+        # the best K extensions that are not EOS continue (stable sort keeps the score order)
+        pos = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :k]  # (A, K)
+        scores = top_scores.gather(1, pos)
+        new_tok = top_tok.gather(1, pos)
+        rows = (torch.arange(n_act, device=pos.device) * k)[:, None] + top_beam.gather(1, pos)  # (A, K)
+        history = torch.cat([history.index_select(0, rows.view(-1)), new_tok.view(-1, 1)], dim=1)
+
+        keep = [a for a, b in enumerate(active) if len(finals[b]) < k]
+        if not keep or t == max_len - 1:
+            break
+        if len(keep) < n_act:  # drop the sentences that are done
+            ka = torch.tensor(keep, dtype=torch.long, device=pos.device)
+            rows, scores = rows.index_select(0, ka), scores.index_select(0, ka)
+            new_tok = new_tok.index_select(0, ka)
+            history = history.view(n_act, k, -1).index_select(0, ka).view(len(keep) * k, -1)
+            active = [active[a] for a in keep]
+        state.reorder(rows.view(-1))
+        tokens = new_tok.reshape(-1, 1)  # (A, K) -> (A·K, 1)
+
+    # sentences cut at max_len: their live beams, unfinished, in score order
+    for a, b in enumerate(active):
+        for j in range(k):
+            if len(finals[b]) >= k:
+                break
+            lp = float(scores[a, j])
+            if lp > float("-inf"):
+                toks = history[a * k + j].tolist()
+                score = lp / length_penalty(len(toks), length_penalty_alpha)
+                finals[b].append(Hypothesis(toks, lp, score, False))
+    return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finals]
+
+
+def _src_tensors(model: Any, src: Tensor | Sequence[Sequence[int]], src_padding_mask: Tensor | None,
+                 pad_id: int | None) -> tuple[Tensor, Tensor | None]:
+    device = _model_device(model)
+    if not isinstance(src, Tensor):
+        rows = [list(r) for r in src]
+        if not rows or any(len(r) == 0 for r in rows):
+            raise GenerationError("every source sentence needs at least one token")
+        if pad_id is None and len({len(r) for r in rows}) > 1:
+            raise GenerationError("source sentences of different lengths need pad_id")
+        width = max(len(r) for r in rows)
+        fill = 0 if pad_id is None else pad_id
+        src = torch.tensor([r + [fill] * (width - len(r)) for r in rows], dtype=torch.long)
+        if pad_id is not None:
+            src_padding_mask = torch.tensor([[i >= len(r) for i in range(width)] for r in rows])
+    if src.dim() == 1:
+        src = src.unsqueeze(0)
+        if src_padding_mask is not None and src_padding_mask.dim() == 1:
+            src_padding_mask = src_padding_mask.unsqueeze(0)
+    if src.dim() != 2 or src.size(0) == 0 or src.size(1) == 0:
+        raise GenerationError(f"src must be a non-empty LongTensor (B, S), got shape {tuple(src.shape)}")
+    if src_padding_mask is None and pad_id is not None:
+        src_padding_mask = src == pad_id
+    src = src.to(device=device, dtype=torch.long)
+    if src_padding_mask is not None:
+        src_padding_mask = src_padding_mask.to(device=device, dtype=torch.bool)
+    return src, src_padding_mask
+
+
+def _output_max_len(model: Any, src: Tensor, max_len: int | None) -> int:
+    """``max_len`` or, if None, the paper's source length + 50; never past the model's positions."""
+    limit = int(getattr(getattr(model, "config", None), "block_size", 1 << 30))
+    return min(limit, max_len if max_len is not None else src.size(1) + 50)
+
+
+def greedy_decode(
+    model: Any,
+    src: Tensor | Sequence[Sequence[int]],
+    src_padding_mask: Tensor | None = None,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len: int | None = None,
+    pad_id: int | None = None,
+) -> list[list[int]]:
+    """Greedy decoding with an encoder-decoder model (``EncoderDecoderModel`` protocol).
+
+    ``src``: LongTensor (B, S) with ``src_padding_mask`` (B, S) True at padding (or derived from
+    ``pad_id``), or a list of token-id lists (padded with ``pad_id``). ``max_len``: the most target
+    tokens, EOS included (default: source length + 50, within the model's positions). Returns the
+    target tokens of each sentence without BOS and EOS. Runs in eval mode under inference_mode.
+    """
+    src, src_padding_mask = _src_tensors(model, src, src_padding_mask, pad_id)
+    max_len = _output_max_len(model, src, max_len)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            state = model.start_decoding(src, src_padding_mask, max_len, expand=1)
+            return greedy_search(model.decode_step, state, src.size(0), max_len, bos_id, eos_id, src.device)
+    finally:
+        model.train(was_training)
+
+
+def beam_decode(
+    model: Any,
+    src: Tensor | Sequence[Sequence[int]],
+    src_padding_mask: Tensor | None = None,
+    *,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 4,
+    max_len: int | None = None,
+    length_penalty_alpha: float = 0.6,
+    n_best: int = 1,
+    pad_id: int | None = None,
+) -> list[list[Hypothesis]]:
+    """Beam search with an encoder-decoder model; the defaults are the paper's (beam 4, α = 0.6).
+
+    Same inputs as ``greedy_decode``. Returns, per sentence, the ``n_best`` best ``Hypothesis``
+    (tokens without BOS/EOS, log_prob, score, finished), best first.
+    """
+    src, src_padding_mask = _src_tensors(model, src, src_padding_mask, pad_id)
+    max_len = _output_max_len(model, src, max_len)
+    _check_search_args(src.size(0), max_len, beam_size, n_best)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            state = model.start_decoding(src, src_padding_mask, max_len, expand=beam_size)
+            return beam_search(
+                model.decode_step, state, src.size(0), beam_size, max_len, bos_id, eos_id,
+                length_penalty_alpha, n_best, src.device,
+            )
+    finally:
+        model.train(was_training)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmlab.checkpoint import latest_checkpoint, load_model_weights
+from lmlab.checkpoint import CHECKPOINTS_DIR, MODEL_FILE, STATE_FILE, latest_checkpoint, load_model_weights
 from lmlab.config import RunConfig
-from lmlab.errors import CheckpointError
-from lmlab.models import build_model
-from lmlab.runs import CONFIG_FILE, TOKENIZER_FILE, read_run_config
+from lmlab.errors import CheckpointError, ConfigError, DataError
+from lmlab.runs import CONFIG_FILE, TOKENIZER_FILE, build_run_model, read_run_config
 from lmlab.tokenizers import load_tokenizer
+
+_STEP_DIR = re.compile(r"^step_\d+$")
 
 
 class Pipeline:
@@ -23,8 +25,20 @@ class Pipeline:
     ``model`` maps token ids (B, T) to logits (B, T, V); ``tokenizer`` has ``encode``/``decode``.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any, config: RunConfig, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        config: RunConfig,
+        path: Path | None = None,
+        checkpoint: Path | None = None,
+    ) -> None:
         self.model, self.tokenizer, self.config, self.path = model, tokenizer, config, path
+        self.checkpoint = checkpoint
+        """The checkpoint directory the weights were loaded from."""
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.config.family}, checkpoint={self.checkpoint}, device={self.device})"
 
     @property
     def device(self) -> torch.device:
@@ -38,12 +52,22 @@ class Pipeline:
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = None,
-        stop: list[str] | None = None,
+        stop: str | list[str] | None = None,
         stream: Callable[[str], None] | None = None,
     ) -> str:
-        """The continuation of ``prompt`` (without the prompt). temperature=0 is greedy decoding."""
+        """The continuation of ``prompt`` (without the prompt). temperature=0 is greedy decoding.
+
+        ``top_k``/``top_p`` filter the sampled distribution; ``seed`` makes sampling reproducible;
+        generation stops before the first ``stop`` string; ``stream(piece)`` receives the text as it
+        is generated. A prompt longer than the model's context is cut to its last tokens (a warning).
+        """
+        from lmlab.errors import GenerationError
         from lmlab.generate import generate_text
 
+        if not isinstance(prompt, str):
+            raise GenerationError(f"prompt must be a string, got {type(prompt).__name__}")
+        if isinstance(stop, str):
+            stop = [stop]
         return generate_text(
             self.model,
             self.tokenizer,
@@ -57,49 +81,150 @@ class Pipeline:
             stream=stream,
         )
 
-    def evaluate(self, data: str | None = None, batch_size: int = 64) -> dict[str, float]:
-        """Mean next-token loss and perplexity over non-overlapping windows of the validation split
-        of the run's data, or of the whole of ``data`` (a text file or folder) if given."""
+    def evaluate(self, data: str | Path | None = None, batch_size: int = 64) -> dict[str, float]:
+        """Mean next-token ``loss``, ``perplexity`` and the number of ``tokens`` predicted, over
+        non-overlapping windows of the validation split of the run's data, or of the whole of
+        ``data`` (a text file or a folder of .txt files) if given."""
         import numpy as np
 
-        from lmlab.data import TokenData, iter_text
+        from lmlab.data import TokenData
+        from lmlab.data.text import DOC_SEPARATOR, iter_file_chunks, list_text_files
         from lmlab.tasks import evaluate_lm
 
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         block = self.config.data.block_size or self.config.model.block_size
         if data is None:
             if self.path is None or not (self.path / "data").exists():
-                raise CheckpointError("this model has no run data to evaluate on; pass data=FILE")
+                raise DataError(
+                    f"the run's token cache ({self.path}/data) is missing: pass data=FILE (--data FILE)"
+                )
             arr = TokenData.open(self.path / "data", val_fraction=self.config.data.val_fraction).val
+            where = "the validation split"
         else:
+            # Tokenized as the run's data is: files joined by EOS (or the text separator).
+            eos = getattr(self.tokenizer, "eos_id", None)
+            separator = [eos] if eos is not None else self.tokenizer.encode(DOC_SEPARATOR)
             ids: list[int] = []
-            for chunk in iter_text(data):
-                ids.extend(self.tokenizer.encode(chunk))
+            for k, file in enumerate(list_text_files(data)):
+                if k:
+                    ids.extend(separator)
+                for chunk in iter_file_chunks(file):
+                    ids.extend(self.tokenizer.encode(chunk))
             arr = np.asarray(ids, dtype=np.int64)
+            where = str(data)
+        if len(arr) < 2:
+            raise DataError(f"{where} has {len(arr)} token(s): at least 2 are needed to evaluate")
         return evaluate_lm(self.model, arr, block, batch_size=batch_size, device=self.device)
 
 
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, str) and device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device '{device}' is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{device}' asked for but CUDA is not available (use cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{device}': there are only {torch.cuda.device_count()} CUDA devices")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device '{device}' asked for but MPS is not available (use cpu)")
+    return dev
+
+
 def find_run_dir(path: Path) -> tuple[Path, Path | None]:
-    """(run directory, checkpoint directory or None for 'the newest') for a run or checkpoint path."""
+    """(run directory, checkpoint directory or None for 'the newest') for a run or checkpoint path.
+
+    ``path`` may be a run directory, its ``checkpoints`` folder, or one ``checkpoints/step_N``.
+    """
     if (path / CONFIG_FILE).exists():
         return path, None
-    if (path / "model.safetensors").exists() and (path.parent.parent / CONFIG_FILE).exists():
+    if path.name == CHECKPOINTS_DIR and (path.parent / CONFIG_FILE).exists():
+        return path.parent, None
+    if path.parent.name == CHECKPOINTS_DIR and (path.parent.parent / CONFIG_FILE).exists():
+        if not _STEP_DIR.match(path.name):
+            raise CheckpointError(
+                f"{path} is not a complete checkpoint (a complete one is named step_N; a .tmp one is "
+                "a save that was interrupted). Load the run directory to use its newest complete checkpoint"
+            )
         return path.parent.parent, path
+    if (path / MODEL_FILE).exists():
+        raise CheckpointError(
+            f"{path} looks like a checkpoint, but no {CONFIG_FILE} was found in its run directory "
+            f"{path.parent.parent}"
+        )
     raise CheckpointError(f"{path} is not an lmlab run directory or checkpoint (no {CONFIG_FILE} found)")
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
-    """Load a run directory (its newest complete checkpoint) or one checkpoint directory."""
+def _quantize(model: nn.Module, quantize: str | None, device: torch.device) -> nn.Module:
+    """``model`` as is (None) or with int8 linear layers ('int8', CPU only; see ``lmlab.quantize``)."""
+    if quantize is None:
+        return model
+    if quantize != "int8":
+        raise ConfigError(f"quantize='{quantize}' is not supported; valid: int8")
+    if device.type != "cpu":
+        raise ConfigError(f"quantize='int8' runs on the CPU; got device '{device}' (use device='cpu')")
+    from lmlab.quantize import quantize_int8
+
+    return quantize_int8(model, inplace=True)
+
+
+def load_hf(path: str | Path, device: str | torch.device = "cpu", quantize: str | None = None) -> Pipeline:
+    """Load a Hugging Face model directory (config.json with a supported model_type, e.g. gpt2)."""
+    from lmlab.interop import hf_run_config, import_hf
+
+    path = Path(path)
+    dev = _resolve_device(device)
+    model, tokenizer = import_hf(path)
+    if tokenizer is None:
+        raise CheckpointError(
+            f"{path} holds no tokenizer (tokenizer.json or vocab.json + merges.txt); "
+            "use lmlab.interop.import_hf for the model alone"
+        )
+    model = _quantize(model.to(dev).eval(), quantize, dev)
+    return Pipeline(model, tokenizer, hf_run_config(model, tokenizer, path), path)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", quantize: str | None = None) -> Pipeline:
+    """Load a run directory (its newest complete checkpoint) or one checkpoint directory.
+
+    A Hugging Face model directory (``config.json`` with a ``model_type``, e.g. a GPT-2 saved with
+    ``save_pretrained``) is imported instead (see ``lmlab.interop``).
+
+    A run directory skips corrupt or truncated checkpoints with a warning and uses the newest
+    complete one; a checkpoint directory given explicitly must itself be complete (CheckpointError
+    naming the bad file otherwise).
+
+    ``quantize='int8'`` replaces the model's linear layers by int8 ones (``lmlab.quantize``; CPU only):
+    faster generation, about 4x less weight memory, slightly different logits.
+    """
+    from lmlab.checkpoint import validate_checkpoint
+
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"no such run directory: {path}")
+        raise CheckpointError(f"no such run directory or checkpoint: {path}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is a file; pass a run directory or a checkpoint directory")
+    from lmlab.interop import is_hf_dir
+
+    if not (path / CONFIG_FILE).exists() and is_hf_dir(path):
+        return load_hf(path, device, quantize)
+    dev = _resolve_device(device)
     run_dir, ckpt = find_run_dir(path)
     cfg = read_run_config(run_dir)
     if ckpt is None:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
-            raise CheckpointError(f"{run_dir} holds no checkpoint yet (train it first)")
+            raise CheckpointError(
+                f"{run_dir} holds no checkpoint yet (train it first: lmlab train ... --out {run_dir})"
+            )
+    elif (ckpt / STATE_FILE).exists():
+        validate_checkpoint(ckpt)  # both files, as lmlab.load(run_dir) would (weights-only dirs are fine)
     tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
-    model = build_model(cfg.family, cfg.model)
+    model = build_run_model(cfg)
     load_model_weights(ckpt, model)
-    model.to(device).eval()
-    return Pipeline(model, tokenizer, cfg, run_dir)
+    model = _quantize(model.to(dev).eval(), quantize, dev)
+    return Pipeline(model, tokenizer, cfg, run_dir, ckpt)

@@ -28,24 +28,74 @@ TOKENIZER_FILE = "tokenizer.json"
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config saved in ``run_dir/config.yaml`` (ConfigError naming the file if unreadable)."""
     path = Path(run_dir) / CONFIG_FILE
-    with open(path) as f:
-        return build_config(yaml.safe_load(f) or {})
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: {run_dir} is not an lmlab run directory") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read the run's config {path}: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} is corrupt: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return build_config(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _same_value(key: str, a: Any, b: Any) -> bool:
+    if key == "path" and a is not None and b is not None:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return a == b
+
+
+def _differences(saved: RunConfig, new: RunConfig, sections: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, new value) for each setting of ``sections`` that differs."""
+    out = []
+    for section in sections:
+        a, b = dataclasses.asdict(getattr(saved, section)), dataclasses.asdict(getattr(new, section))
+        for key in a:
+            if key == "vocab_size" and section == "model" and b.get(key) == 0:
+                continue  # 0 means: from the tokenizer
+            if not _same_value(key, a[key], b.get(key)):
+                out.append((f"{section}.{key}", a[key], b.get(key)))
+    return out
 
 
 def _check_same_run(saved: RunConfig, new: RunConfig, run_dir: Path) -> None:
-    for section in ("model", "tokenizer", "data"):
-        a, b = dataclasses.asdict(getattr(saved, section)), dataclasses.asdict(getattr(new, section))
-        for key in a:
-            if key == "vocab_size" and b[key] == 0:
-                continue
-            if a[key] != b[key]:
-                raise ConfigError(
-                    f"{run_dir} holds a run with {section}.{key}={a[key]!r} but this config has {b[key]!r}; "
-                    "use a new --out directory, or the same settings to resume"
-                )
     if saved.family != new.family:
-        raise ConfigError(f"{run_dir} holds a '{saved.family}' run, not '{new.family}'")
+        raise ConfigError(
+            f"{run_dir} holds a '{saved.family}' run, not '{new.family}'; use a new --out directory"
+        )
+    diffs = _differences(saved, new, ("model", "tokenizer", "data"))
+    if diffs:
+        key, a, b = diffs[0]
+        raise ConfigError(
+            f"{run_dir} holds a run with {key}={a!r} but this config has {key}={b!r}; "
+            "use a new --out directory, or the same settings to resume"
+        )
+
+
+def _absolute_paths(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with data.path and tokenizer.path made absolute."""
+    def absolute(p: str | None) -> str | None:
+        return str(Path(p).expanduser().resolve()) if p else p
+
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, path=absolute(cfg.data.path)),
+        tokenizer=dataclasses.replace(cfg.tokenizer, path=absolute(cfg.tokenizer.path)),
+    )
+
+
+def build_run_model(cfg: RunConfig) -> Any:
+    """``build_model`` with bad model settings (that the family's own checks let through) as ConfigError."""
+    try:
+        return build_model(cfg.family, cfg.model)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ConfigError(f"cannot build the '{cfg.family}' model from the model settings: {e}") from None
 
 
 def _is_main() -> bool:
@@ -62,12 +112,26 @@ def _barrier() -> None:
 def prepare(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, TokenData]:
     """Tokenizer and token data for ``cfg`` in ``run_dir`` (trained / built once, then reused)."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a run directory")
+    cfg = _absolute_paths(cfg)  # the saved config must not depend on the current directory
     resuming = bool(list_checkpoints(run_dir)) if run_dir.exists() else False
+    tok_path = run_dir / TOKENIZER_FILE
     if resuming and (run_dir / CONFIG_FILE).exists():
         saved = read_run_config(run_dir)
         _check_same_run(saved, cfg, run_dir)
         cfg = dataclasses.replace(saved, train=cfg.train, description=cfg.description or saved.description)
-    tok_path = run_dir / TOKENIZER_FILE
+    elif (run_dir / CONFIG_FILE).exists() and tok_path.exists() and _is_main():
+        # A run that never reached a checkpoint: start over, with a new tokenizer if its settings
+        # or data changed (the token cache notices a new tokenizer or new files by itself).
+        try:
+            saved = read_run_config(run_dir)
+            stale = saved.family != cfg.family or bool(_differences(saved, cfg, ("tokenizer",)))
+            stale = stale or bool([d for d in _differences(saved, cfg, ("data",)) if d[0] == "data.path"])
+        except ConfigError:
+            stale = True
+        if stale:
+            tok_path.unlink()
     if _is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         if not tok_path.exists():
@@ -82,10 +146,20 @@ def prepare(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, TokenD
     if getattr(cfg.model, "vocab_size", None) == 0:
         cfg.model.vocab_size = tokenizer.vocab_size
     elif getattr(cfg.model, "vocab_size", 0) < tokenizer.vocab_size:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+        raise ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}"
+        )
     if _is_main():
         save_config(cfg, run_dir / CONFIG_FILE)
     return cfg, tokenizer, data
+
+
+def _check_block_size(cfg: RunConfig) -> int:
+    """The training window length (data.block_size, default model.block_size), checked."""
+    block = cfg.data.block_size or cfg.model.block_size
+    if block > cfg.model.block_size:
+        raise ConfigError(f"data.block_size={block} exceeds model.block_size={cfg.model.block_size}")
+    return block
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -95,14 +169,14 @@ def train_run(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
 
     if cfg.task != "lm":
         raise ConfigError(f"unknown task '{cfg.task}'; valid: lm")
-    cfg, tokenizer, data = prepare(cfg, run_dir)
-    block = cfg.data.block_size or cfg.model.block_size
-    if block > cfg.model.block_size:
-        raise ConfigError(f"data.block_size={block} exceeds model.block_size={cfg.model.block_size}")
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.family, cfg.model)
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # Cheap checks first, before the (possibly long) tokenization.
     device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")) if ddp else None)
+    _check_block_size(cfg)
+    cfg, tokenizer, data = prepare(cfg, run_dir)
+    block = _check_block_size(cfg)
+    torch.manual_seed(cfg.train.seed)
+    model = build_run_model(cfg)
     task = LMTask(data, block_size=block, seed=cfg.train.seed, device=device)
     trainer = Trainer(model, task, cfg.train, run_dir)
     return trainer.fit()

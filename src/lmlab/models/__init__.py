@@ -12,6 +12,7 @@ from lmlab.errors import ConfigError
 # family name -> (module, config class, model class)
 FAMILIES: dict[str, tuple[str, str, str]] = {
     "gpt": ("lmlab.models.gpt", "GPTConfig", "GPT"),
+    "transformer": ("lmlab.models.transformer", "TransformerConfig", "Transformer"),
 }
 
 

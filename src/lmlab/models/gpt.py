@@ -134,12 +134,18 @@ class GPT(nn.Module):
         return ModelCache(self.config.n_layer, max_len or self.config.block_size)
 
     def forward(
-        self, idx: Tensor, cache: ModelCache | None = None, need_weights: bool = False
+        self,
+        idx: Tensor,
+        cache: ModelCache | None = None,
+        need_weights: bool = False,
+        last_only: bool = False,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """idx: (B, T) token ids -> logits (B, T, vocab_size).
 
         With ``cache``, idx holds only the new tokens; they take positions cache.length .. +T-1.
         With ``need_weights``, also returns each layer's attention weights (B, H, T, S) (eager path).
+        With ``last_only``, computes the logits of the last position only: (B, 1, vocab_size)
+        (generation needs no more, and the output projection is the largest matmul of a step).
         """
         b, t = idx.shape
         offset = cache.length if cache is not None else 0
@@ -156,5 +162,7 @@ class GPT(nn.Module):
             x, w = block(x, cache=cache.layers[i] if cache is not None else None, need_weights=need_weights)
             if need_weights:
                 attentions.append(w["self"])
+        if last_only:
+            x = x[:, -1:]
         logits = self.lm_head(self.norm_f(x))  # (B, T, V)
         return (logits, attentions) if need_weights else logits

@@ -1,5 +1,6 @@
 """Tasks: what the Trainer trains (data + loss + evaluation)."""
 
 from lmlab.tasks.lm import LMTask, evaluate_lm, lm_loss
+from lmlab.tasks.translation import TranslationTask, label_smoothed_nll
 
-__all__ = ["LMTask", "evaluate_lm", "lm_loss"]
+__all__ = ["LMTask", "evaluate_lm", "lm_loss", "TranslationTask", "label_smoothed_nll"]
