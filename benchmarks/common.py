@@ -160,7 +160,9 @@ def _child(fn: Callable[..., Any], kwargs: dict[str, Any], threads: int, queue: 
         queue.put(("error", f"{type(e).__name__}: {e}"))
 
 
-def run_isolated(fn: Callable[..., Any], kwargs: dict[str, Any], timeout: float | None = None, threads: int = 0) -> Any:
+def run_isolated(
+    fn: Callable[..., Any], kwargs: dict[str, Any], timeout: float | None = None, threads: int = 0
+) -> Any:
     """``fn(**kwargs)`` in a fresh (spawned) process -> its result; None when it ran past ``timeout`` s.
 
     ``fn`` must be a module-level function and its result picklable. Raises RuntimeError if it failed.
@@ -195,7 +197,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
         parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)]
         return "| " + " | ".join(parts) + " |"
 
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+    sep = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric))
+        + "|"
+    )
     return "\n".join([fmt(headers), sep, *(fmt(r) for r in cells)])
 
 

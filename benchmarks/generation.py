@@ -81,7 +81,9 @@ def hf_generate(hf: torch.nn.Module, prompt: torch.Tensor, n_new: int) -> torch.
     return out[:, prompt.size(1) :]
 
 
-def lm_generate(model: torch.nn.Module, prompt: torch.Tensor, n_new: int, use_cache: bool = True) -> torch.Tensor:
+def lm_generate(
+    model: torch.nn.Module, prompt: torch.Tensor, n_new: int, use_cache: bool = True
+) -> torch.Tensor:
     from lmlab.generate import generate
 
     return generate(model, prompt, n_new, temperature=0, use_cache=use_cache)[:, prompt.size(1) :]
@@ -114,7 +116,7 @@ def teacher_forced_agreement(
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
-    """Free-running agreement of two (B, N) token tensors: fraction equal, and the first difference per row."""
+    """Free-running agreement of two (B, N) token tensors: fraction equal, first difference per row."""
     same = a == b
     first = [int((~row).nonzero()[0]) if not bool(row.all()) else None for row in same]
     return {"fraction_identical": same.float().mean().item(), "first_difference": first}
@@ -126,15 +128,25 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: a small model, fewer tokens (seconds)")
-    ap.add_argument("--new-tokens", type=int, default=None, help="new tokens per sequence (default 128; quick 32)")
+    ap.add_argument(
+        "--new-tokens", type=int, default=None, help="new tokens per sequence (default 128; quick 32)"
+    )
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--batch", type=int, default=16, help="batch of the throughput run (0: skip it)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per row (default 3; quick 1)")
     ap.add_argument("--int8-method", default="dynamic", choices=["dynamic", "weight_only"])
-    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                    help="also time lmlab with bf16 weights (auto: only where the CPU has native bf16)")
-    ap.add_argument("--no-cache-ref", action=argparse.BooleanOptionalAction, default=True,
-                    help="time lmlab without the KV cache at batch 1 (slow; the token check needs it)")
+    ap.add_argument(
+        "--bf16",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="also time lmlab with bf16 weights (auto: only where the CPU has native bf16)",
+    )
+    ap.add_argument(
+        "--no-cache-ref",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time lmlab without the KV cache at batch 1 (slow; the token check needs it)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     ap.add_argument("--out", default=None, help="results name (default generation[_quick])")
@@ -150,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# Greedy generation ({'QUICK smoke run: small model' if quick else 'GPT-2 small size'})\n")
     print(f"machine: {describe_machine(info)}")
-    print(f"model: {cfg} (random weights, seed {args.seed}); prompt {args.prompt_len} tokens, "
-          f"{n_new} new tokens, greedy; median of {repeats} timed run(s)")
+    print(
+        f"model: {cfg} (random weights, seed {args.seed}); prompt {args.prompt_len} tokens, "
+        f"{n_new} new tokens, greedy; median of {repeats} timed run(s)"
+    )
     ours, hf, diff = build_models(cfg, args.seed)
     print(f"same weights in both: max |logits(transformers) - logits(lmlab)| = {diff:.2e}")
     int8 = quantize_int8(ours, method=args.int8_method)
@@ -163,8 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, int, str, dict[str, Any]]] = []  # (label, batch, note, figures)
     toks: dict[tuple[str, int], torch.Tensor] = {}
 
-    def run(label: str, batch: int, fn: Callable[[torch.Tensor, int], torch.Tensor], prompt: torch.Tensor,
-            reps: int = repeats, note: str = "") -> None:
+    def run(
+        label: str,
+        batch: int,
+        fn: Callable[[torch.Tensor, int], torch.Tensor],
+        prompt: torch.Tensor,
+        reps: int = repeats,
+        note: str = "",
+    ) -> None:
         print(f"... {label}, batch {batch}", end="", flush=True)
         fig, new = timed(fn, prompt, n_new, reps)
         print(f": {fig['tokens_per_s']:.1f} tokens/s ({[round(t, 2) for t in fig['times_s']]} s)", flush=True)
@@ -174,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     run("transformers fp32", 1, lambda p, n: hf_generate(hf, p, n), prompt1)
     run("lmlab fp32 (cache)", 1, lambda p, n: lm_generate(ours, p, n), prompt1)
     if args.no_cache_ref:
-        run("lmlab fp32 (no cache)", 1, lambda p, n: lm_generate(ours, p, n, use_cache=False), prompt1, reps=1,
-            note="full recompute, reference")
+        run(
+            "lmlab fp32 (no cache)",
+            1,
+            lambda p, n: lm_generate(ours, p, n, use_cache=False),
+            prompt1,
+            reps=1,
+            note="full recompute, reference",
+        )
     run("lmlab int8 (cache)", 1, lambda p, n: lm_generate(int8, p, n), prompt1)
     bf16_model = None
     if use_bf16:
@@ -203,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         refb = toks[("lmlab fp32 (cache)", args.batch)]
         checks["fp32_vs_transformers_batch"] = agreement(refb, toks[("transformers fp32", args.batch)])
         checks["int8_vs_fp32_batch"] = agreement(toks[("lmlab int8 (cache)", args.batch)], refb)
-        checks["int8_vs_fp32_batch"]["teacher_forced_top1"] = teacher_forced_agreement(ours, int8, promptb, refb)
+        checks["int8_vs_fp32_batch"]["teacher_forced_top1"] = teacher_forced_agreement(
+            ours, int8, promptb, refb
+        )
         for d in (checks["fp32_vs_transformers_batch"], checks["int8_vs_fp32_batch"]):
             d.pop("first_difference")
 
@@ -222,37 +250,64 @@ def main(argv: list[str] | None = None) -> int:
         ok = checks["fp32_cache_equals_no_cache"]
         print(f"lmlab fp32: cache and full recompute give identical tokens: {'YES' if ok else 'NO'}")
     a = checks["fp32_vs_transformers_b1"]
-    print(f"lmlab fp32 vs transformers fp32 (batch 1): {100 * a['fraction_identical']:.1f}% identical tokens"
-          + ("" if a["first_difference"][0] is None else f", first difference at new token {a['first_difference'][0]}"))
+    print(
+        f"lmlab fp32 vs transformers fp32 (batch 1): {100 * a['fraction_identical']:.1f}% identical tokens"
+        + (
+            ""
+            if a["first_difference"][0] is None
+            else f", first difference at new token {a['first_difference'][0]}"
+        )
+    )
     a = checks["int8_vs_fp32_b1"]
-    print(f"int8 vs fp32 greedy (batch 1): {100 * a['fraction_identical']:.1f}% identical free-running"
-          + ("" if a["first_difference"][0] is None else f" (first difference at new token {a['first_difference'][0]})")
-          + f"; teacher-forced top-1 agreement {100 * a['teacher_forced_top1']:.1f}%")
+    print(
+        f"int8 vs fp32 greedy (batch 1): {100 * a['fraction_identical']:.1f}% identical free-running"
+        + (
+            ""
+            if a["first_difference"][0] is None
+            else f" (first difference at new token {a['first_difference'][0]})"
+        )
+        + f"; teacher-forced top-1 agreement {100 * a['teacher_forced_top1']:.1f}%"
+    )
     if promptb is not None:
         a = checks["int8_vs_fp32_batch"]
-        print(f"int8 vs fp32 greedy (batch {args.batch}): {100 * a['fraction_identical']:.1f}% identical free-running; "
-              f"teacher-forced top-1 agreement {100 * a['teacher_forced_top1']:.1f}%")
+        print(
+            f"int8 vs fp32 greedy (batch {args.batch}): "
+            f"{100 * a['fraction_identical']:.1f}% identical free-running; "
+            f"teacher-forced top-1 agreement {100 * a['teacher_forced_top1']:.1f}%"
+        )
         a = checks["fp32_vs_transformers_batch"]
-        print(f"lmlab fp32 vs transformers fp32 (batch {args.batch}): {100 * a['fraction_identical']:.1f}% identical")
-    print("(random weights make near-ties between the top logits common, so int8 agreement is pessimistic here)")
-    best = max(fig["tokens_per_s"] / ref_tps[b] for (label, b, _, fig) in rows if b == 1 and label.startswith("lmlab"))
+        print(
+            f"lmlab fp32 vs transformers fp32 (batch {args.batch}): "
+            f"{100 * a['fraction_identical']:.1f}% identical"
+        )
+    print(
+        "(random weights make near-ties between the top logits common, so int8 agreement is pessimistic here)"
+    )
+    best = max(
+        fig["tokens_per_s"] / ref_tps[b]
+        for (label, b, _, fig) in rows
+        if b == 1 and label.startswith("lmlab")
+    )
     print(f"target (issue): lmlab >= 2x transformers at batch 1; best lmlab mode: {best:.2f}x")
     if not use_bf16:
         print("bf16 not timed: no native bf16 on this CPU (pass --bf16 on to force it)")
     if quick:
         print("(QUICK run: small model, few tokens, figures are a smoke test only)")
 
-    path = write_results(args.out or ("generation_quick" if quick else "generation"), {
-        "benchmark": "generation",
-        "quick": quick,
-        "machine": info,
-        "model": cfg,
-        "prompt_len": args.prompt_len,
-        "new_tokens": n_new,
-        "int8_method": args.int8_method,
-        "results": records,
-        "checks": checks,
-    })
+    path = write_results(
+        args.out or ("generation_quick" if quick else "generation"),
+        {
+            "benchmark": "generation",
+            "quick": quick,
+            "machine": info,
+            "model": cfg,
+            "prompt_len": args.prompt_len,
+            "new_tokens": n_new,
+            "int8_method": args.int8_method,
+            "results": records,
+            "checks": checks,
+        },
+    )
     print(f"\nwrote {path}")
     return 0
 

@@ -4,7 +4,7 @@ One training step = forward + cross-entropy + backward + gradient clipping (norm
 batch of B sequences of T tokens (default 4 x 256), for:
 
 * transformers ``GPT2LMHeadModel`` (SDPA attention) in fp32 and under bf16 autocast: the reference;
-  optimizer ``torch.optim.AdamW(fused=True)`` (the default optimizer of transformers' Trainer on torch >= 2.8);
+  optimizer ``torch.optim.AdamW(fused=True)`` (transformers' Trainer's default on torch >= 2.8);
 * lmlab ``GPT`` in fp32, under bf16 autocast, and in 'auto' (the precision lmlab's Trainer picks here:
   ``lmlab.train.resolve_precision('auto', cpu)``); optimizer ``lmlab.train.build_optimizer`` (AdamW).
 
@@ -103,7 +103,9 @@ def measure_training(
     model.train()
     fwd = torch.compile(model) if compile else model
     params = [p for p in model.parameters() if p.requires_grad]
-    data = torch.randint(0, cfg["vocab_size"], (batch_size, seq_len + 1), generator=torch.Generator().manual_seed(seed))
+    data = torch.randint(
+        0, cfg["vocab_size"], (batch_size, seq_len + 1), generator=torch.Generator().manual_seed(seed)
+    )
     x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
     autocast = (
         torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
@@ -168,13 +170,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 3; quick 2)")
     ap.add_argument("--skip-bf16", action="store_true", help="measure fp32 only")
-    ap.add_argument("--bf16-steps", type=int, default=None,
-                    help="timed bf16 steps (default: --steps with native bf16, else 1)")
-    ap.add_argument("--bf16-warmup", type=int, default=None,
-                    help="untimed bf16 steps (default: --warmup with native bf16, else 0)")
-    ap.add_argument("--bf16-timeout", type=float, default=None,
-                    help="seconds after which a bf16 measurement is stopped and reported as an upper bound "
-                    "(default 1200 without native bf16, quick 300; none with native bf16)")
+    ap.add_argument(
+        "--bf16-steps",
+        type=int,
+        default=None,
+        help="timed bf16 steps (default: --steps with native bf16, else 1)",
+    )
+    ap.add_argument(
+        "--bf16-warmup",
+        type=int,
+        default=None,
+        help="untimed bf16 steps (default: --warmup with native bf16, else 0)",
+    )
+    ap.add_argument(
+        "--bf16-timeout",
+        type=float,
+        default=None,
+        help="seconds after which a bf16 measurement is stopped and reported as an upper bound "
+        "(default 1200 without native bf16, quick 300; none with native bf16)",
+    )
     ap.add_argument("--compile", action="store_true", help="also time lmlab fp32 under torch.compile")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     ap.add_argument("--out", default=None, help="results name (default gpt2_throughput[_quick])")
@@ -200,13 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {cfg}; batch {batch} x {seq} tokens; warm-up {warmup}, timed steps {steps}")
     print(f"lmlab 'auto' precision on this machine resolves to: {auto}")
     if not fast_bf16 and not args.skip_bf16:
-        print(f"NOTE: this CPU has no native bf16 (no AMX / AVX512-BF16): bf16 matmuls are emulated and "
-              f"10-100x slower than fp32. bf16 rows: {bf16_warmup} warm-up + {bf16_steps} timed step(s), "
-              f"stopped after {bf16_timeout:.0f} s (then tokens/s is an upper bound, '<').")
+        print(
+            f"NOTE: this CPU has no native bf16 (no AMX / AVX512-BF16): bf16 matmuls are emulated and "
+            f"10-100x slower than fp32. bf16 rows: {bf16_warmup} warm-up + {bf16_steps} timed step(s), "
+            f"stopped after {bf16_timeout:.0f} s (then tokens/s is an upper bound, '<')."
+        )
     sys.stdout.flush()
 
     peaks = peak_gflops(quick, bf16=not args.skip_bf16)
-    print("matmul peak: " + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s (n={v['n']})" for k, v in peaks.items()))
+    print(
+        "matmul peak: " + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s (n={v['n']})" for k, v in peaks.items())
+    )
     sys.stdout.flush()
 
     plan: list[tuple[str, str, str, bool]] = [  # (label, impl, precision, compile)
@@ -231,21 +249,30 @@ def main(argv: list[str] | None = None) -> int:
             "compile": comp,
         }
         print(f"... {label} {precision}", end="", flush=True)
-        res = run_isolated(measure_training, kwargs, timeout=bf16_timeout if is_bf16 else None, threads=threads)
+        res = run_isolated(
+            measure_training, kwargs, timeout=bf16_timeout if is_bf16 else None, threads=threads
+        )
         if res is None:  # stopped: the steps take longer than the time left after the set-up
             setup = (results.get((impl, "fp32")) or {}).get("setup_s", 0.0)
             n_steps = kwargs["warmup"] + kwargs["steps"]
             assert bf16_timeout is not None
             res = {
-                "impl": impl, "precision": precision, "compile": comp, "timed_out": True,
-                "timeout_s": bf16_timeout, "steps": n_steps,
+                "impl": impl,
+                "precision": precision,
+                "compile": comp,
+                "timed_out": True,
+                "timeout_s": bf16_timeout,
+                "steps": n_steps,
                 "tokens_per_s": batch * seq * n_steps / max(bf16_timeout - setup, 1e-9),
                 "n_params": (results.get((impl, "fp32")) or {}).get("n_params"),
             }
             print(f": stopped after {bf16_timeout:.0f} s, < {res['tokens_per_s']:.1f} tokens/s")
         else:
-            print(f": {res['tokens_per_s']:.1f} tokens/s, steps {[round(t, 2) for t in res['step_times_s']]} s, "
-                  f"losses {[round(v, 3) for v in res['losses']]}")
+            print(
+                f": {res['tokens_per_s']:.1f} tokens/s, "
+                f"steps {[round(t, 2) for t in res['step_times_s']]} s, "
+                f"losses {[round(v, 3) for v in res['losses']]}"
+            )
         results[(label, precision)] = res
 
     ref_fp32 = results.get(("transformers", "fp32"))
@@ -265,45 +292,74 @@ def main(argv: list[str] | None = None) -> int:
         peak = peaks.get("bf16" if res["precision"] == "bf16" else "fp32", {}).get("gflops")
         mfu = None if peak is None else fpt * res["tokens_per_s"] / (peak * 1e9)
         bound = "< " if res["timed_out"] else ""
-        rows.append([
-            label,
-            shown,
-            bound + fmt_num(res["tokens_per_s"]),
-            _ratio(res, ref_bf16),
-            _ratio(res, ref_fp32),
-            "n/a" if mfu is None else f"{bound}{100 * mfu:.1f}%",
-        ])
-        records.append({"implementation": label, "precision": precision, **res, "mfu": mfu,
-                        "ratio_vs_transformers_bf16": _ratio(res, ref_bf16),
-                        "ratio_vs_transformers_fp32": _ratio(res, ref_fp32)})
+        rows.append(
+            [
+                label,
+                shown,
+                bound + fmt_num(res["tokens_per_s"]),
+                _ratio(res, ref_bf16),
+                _ratio(res, ref_fp32),
+                "n/a" if mfu is None else f"{bound}{100 * mfu:.1f}%",
+            ]
+        )
+        records.append(
+            {
+                "implementation": label,
+                "precision": precision,
+                **res,
+                "mfu": mfu,
+                "ratio_vs_transformers_bf16": _ratio(res, ref_bf16),
+                "ratio_vs_transformers_fp32": _ratio(res, ref_fp32),
+            }
+        )
 
     print()
-    print(markdown_table(
-        ["implementation", "precision", "tokens/s", "vs transformers bf16", "vs transformers fp32", "MFU"], rows
-    ))
-    print(f"\nflops/token = 6·N + 12·n_layer·n_embd·T = 6·{n_params:,} + 12·{cfg['n_layer']}·{cfg['n_embd']}·{seq} "
-          f"= {fpt / 1e6:.1f} MFLOP; MFU against the measured matmul peak of the row's matmul dtype "
-          + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s" for k, v in peaks.items()) + ".")
+    print(
+        markdown_table(
+            [
+                "implementation",
+                "precision",
+                "tokens/s",
+                "vs transformers bf16",
+                "vs transformers fp32",
+                "MFU",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nflops/token = 6·N + 12·n_layer·n_embd·T "
+        f"= 6·{n_params:,} + 12·{cfg['n_layer']}·{cfg['n_embd']}·{seq} "
+        f"= {fpt / 1e6:.1f} MFLOP; MFU against the measured matmul peak of the row's matmul dtype "
+        + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s" for k, v in peaks.items())
+        + "."
+    )
     lm_auto = results.get(("lmlab", auto))
     if lm_auto is not None and ref_bf16 is not None:
-        print(f"target (issue): lmlab >= 3x transformers-bf16 tokens/s; lmlab auto ({auto}) vs transformers bf16: "
-              f"{_ratio(lm_auto, ref_bf16)}")
+        print(
+            f"target (issue): lmlab >= 3x transformers-bf16 tokens/s; "
+            f"lmlab auto ({auto}) vs transformers bf16: "
+            f"{_ratio(lm_auto, ref_bf16)}"
+        )
     if quick:
         print("(QUICK run: tiny model, few steps, figures are a smoke test only)")
 
-    path = write_results(args.out or ("gpt2_throughput_quick" if quick else "gpt2_throughput"), {
-        "benchmark": "gpt2_throughput",
-        "quick": quick,
-        "machine": info,
-        "model": cfg,
-        "batch_size": batch,
-        "seq_len": seq,
-        "auto_precision": auto,
-        "peak_gflops": peaks,
-        "flops_per_token": fpt,
-        "flops_formula": "6*N + 12*n_layer*n_embd*T, N = parameters without position embeddings",
-        "results": records,
-    })
+    path = write_results(
+        args.out or ("gpt2_throughput_quick" if quick else "gpt2_throughput"),
+        {
+            "benchmark": "gpt2_throughput",
+            "quick": quick,
+            "machine": info,
+            "model": cfg,
+            "batch_size": batch,
+            "seq_len": seq,
+            "auto_precision": auto,
+            "peak_gflops": peaks,
+            "flops_per_token": fpt,
+            "flops_formula": "6*N + 12*n_layer*n_embd*T, N = parameters without position embeddings",
+            "results": records,
+        },
+    )
     print(f"\nwrote {path}")
     return 0
 

@@ -22,13 +22,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reference_minigpt import train_reference  # noqa: E402
-
 from lmlab.config import load_config  # noqa: E402
 from lmlab.data import BUNDLED_SHAKESPEARE  # noqa: E402
 from lmlab.runs import train_run  # noqa: E402
 from lmlab.tasks import evaluate_lm  # noqa: E402
 from lmlab.train import read_metrics  # noqa: E402
+from reference_minigpt import train_reference  # noqa: E402
 
 TARGET_LOSS, TARGET_S, CLASSIC_LOSS = 1.88, 25.0, 1.924
 
@@ -64,8 +63,15 @@ def run_reference() -> dict:
     model, train_s = train_reference(ids[:n], len(chars))
     model.eval()
     val = evaluate_lm(model, ids[n:], 64, batch_size=64)
-    return {"name": "reference minimal GPT", "steps": 2000, "batch": "12x64", "train_s": train_s,
-            "wall_s": train_s, "val_loss": val["loss"], "precision": "fp32"}
+    return {
+        "name": "reference minimal GPT",
+        "steps": 2000,
+        "batch": "12x64",
+        "train_s": train_s,
+        "wall_s": train_s,
+        "val_loss": val["loss"],
+        "precision": "fp32",
+    }
 
 
 def main() -> None:
@@ -88,12 +94,17 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['train_s'] / ref:.2f}x" if ref else "-"
-        print(f"| {r['name']} | {r['steps']} | {r['batch']} | {r['train_s']:.1f} | {1000 * r['train_s'] / r['steps']:.1f} "
-              f"| {r['val_loss']:.4f} | {ratio} |")
+        ms = 1000 * r["train_s"] / r["steps"]
+        print(
+            f"| {r['name']} | {r['steps']} | {r['batch']} | {r['train_s']:.1f} | {ms:.1f} "
+            f"| {r['val_loss']:.4f} | {ratio} |"
+        )
     ours = rows[-1]
-    print(f"\nshakespeare-char: val {ours['val_loss']:.4f} in {ours['train_s']:.1f} s "
-          f"(target <= {TARGET_LOSS} in <= {TARGET_S:.0f} s: "
-          f"{'met' if ours['val_loss'] <= TARGET_LOSS and ours['train_s'] <= TARGET_S else 'NOT met'})")
+    print(
+        f"\nshakespeare-char: val {ours['val_loss']:.4f} in {ours['train_s']:.1f} s "
+        f"(target <= {TARGET_LOSS} in <= {TARGET_S:.0f} s: "
+        f"{'met' if ours['val_loss'] <= TARGET_LOSS and ours['train_s'] <= TARGET_S else 'NOT met'})"
+    )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "shakespeare.json").write_text(json.dumps(rows, indent=2))

@@ -21,7 +21,11 @@ def test_logits_shape_and_weight_tying():
 
 def test_gpt2_small_size():
     with torch.device("meta"):
-        m = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, activation="gelu_tanh"))
+        m = GPT(
+            GPTConfig(
+                vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, activation="gelu_tanh"
+            )
+        )
     assert sum(p.numel() for p in m.parameters()) == 124_439_808  # GPT-2 small, tied
 
 

@@ -21,7 +21,11 @@ from lmlab.nn.attention import causal_mask
 
 def _qkv(b=2, h=3, t=5, s=7, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, h, t, d, generator=g), torch.randn(b, h, s, d, generator=g), torch.randn(b, h, s, d, generator=g))
+    return (
+        torch.randn(b, h, t, d, generator=g),
+        torch.randn(b, h, s, d, generator=g),
+        torch.randn(b, h, s, d, generator=g),
+    )
 
 
 def test_eager_attention_is_the_equation():
@@ -184,13 +188,20 @@ def test_encoder_layer_matches_torch(pre_norm):
 
 def test_decoder_layer_matches_torch():
     torch.manual_seed(0)
-    ours = TransformerBlock(32, 4, 64, activation="relu", pre_norm=False, causal=True, cross_attention=True).eval()
+    ours = TransformerBlock(
+        32, 4, 64, activation="relu", pre_norm=False, causal=True, cross_attention=True
+    ).eval()
     ref = nn.TransformerDecoderLayer(32, 4, 64, dropout=0.0, batch_first=True).eval()
     _load_torch_layer(ours, ref)
     x, mem = torch.randn(2, 6, 32), torch.randn(2, 9, 32)
     mem_pad = torch.zeros(2, 9, dtype=torch.bool)
     mem_pad[0, 7:] = True
     out, _ = ours(x, context=mem, context_padding_mask=mem_pad)
-    ref_out = ref(x, mem, tgt_mask=nn.Transformer.generate_square_subsequent_mask(6), tgt_is_causal=True,
-                  memory_key_padding_mask=mem_pad)
+    ref_out = ref(
+        x,
+        mem,
+        tgt_mask=nn.Transformer.generate_square_subsequent_mask(6),
+        tgt_is_causal=True,
+        memory_key_padding_mask=mem_pad,
+    )
     assert (out - ref_out).abs().max() < 1e-5

@@ -150,6 +150,21 @@ def test_pipeline_and_cli_quantize(tmp_path, capsys):
     assert isinstance(text, str) and len(text) > 0
     with pytest.raises(ConfigError, match="int4"):
         lmlab.load(run_dir, quantize="int4")
-    assert main(["generate", str(run_dir), "--prompt", "to be", "--max-new-tokens", "8",
-                 "--temperature", "0", "--quantize", "int8"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(run_dir),
+                "--prompt",
+                "to be",
+                "--max-new-tokens",
+                "8",
+                "--temperature",
+                "0",
+                "--quantize",
+                "int8",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("to be")

@@ -87,6 +87,7 @@ def _copy_layer(ours, ref) -> None:
             ref.norm2.load_state_dict(ours.norm2.state_dict())
 
 
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor")
 @pytest.mark.parametrize("pre_norm", [False, True])
 def test_whole_model_matches_torch_transformer(pre_norm):
     """Both stacks against torch.nn.Transformer with copied weights (embeddings are ours)."""

@@ -124,8 +124,20 @@ class TrainConfig:
         for key, low in (("batch_size", 1), ("grad_accum", 1), ("keep_checkpoints", 1)):
             if getattr(self, key) < low:
                 raise ConfigError(f"train.{key} must be >= {low} (got {getattr(self, key)})")
-        for key in ("max_steps", "warmup_steps", "eval_interval", "eval_batches", "log_interval",
-                    "checkpoint_interval", "threads", "lr", "min_lr", "eps", "weight_decay", "grad_clip"):
+        for key in (
+            "max_steps",
+            "warmup_steps",
+            "eval_interval",
+            "eval_batches",
+            "log_interval",
+            "checkpoint_interval",
+            "threads",
+            "lr",
+            "min_lr",
+            "eps",
+            "weight_decay",
+            "grad_clip",
+        ):
             value = getattr(self, key)
             if not value >= 0 or (isinstance(value, float) and not math.isfinite(value)):
                 raise ConfigError(f"train.{key} must be a finite number >= 0 (got {value})")

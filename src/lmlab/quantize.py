@@ -38,7 +38,7 @@ METHODS = ("dynamic", "weight_only")
 
 
 def quantize_weight_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Symmetric per-output-channel int8 quantization of a (N, K) weight -> (int8 (N, K), float32 scales (N,))."""
+    """Symmetric per-output-channel int8 quantization: (N, K) weight -> (int8 (N, K), float32 scales (N,))."""
     w = weight.detach().float()
     scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
     q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
@@ -63,18 +63,23 @@ class DynamicInt8Linear(nn.Module):
         with warnings.catch_warnings():  # quantized-tensor constructors warn that they are deprecated
             warnings.simplefilter("ignore")
             zero = torch.zeros_like(scales, dtype=torch.long)
-            qweight = torch.quantize_per_channel(q.float() * scales[:, None], scales.double(), zero, 0, torch.qint8)
+            qweight = torch.quantize_per_channel(
+                q.float() * scales[:, None], scales.double(), zero, 0, torch.qint8
+            )
             self._packed = torch.ops.quantized.linear_prepack(qweight, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.ops.quantized.linear_dynamic(x.float(), self._packed, self.reduce_range)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, weight=int8 per-channel, act=int8 dynamic"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            "weight=int8 per-channel, act=int8 dynamic"
+        )
 
 
 class WeightOnlyInt8Linear(nn.Module):
-    """``y = x (diag(s) W_q)ᵀ + b`` with int8 weights ``W_q`` (per output channel scales ``s``), float activations."""
+    """``y = x (diag(s) W_q)ᵀ + b``: int8 weights ``W_q``, per-output-channel scales ``s``, float inputs."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()

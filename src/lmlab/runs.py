@@ -80,6 +80,7 @@ def _check_same_run(saved: RunConfig, new: RunConfig, run_dir: Path) -> None:
 
 def _absolute_paths(cfg: RunConfig) -> RunConfig:
     """``cfg`` with data.path and tokenizer.path made absolute."""
+
     def absolute(p: str | None) -> str | None:
         return str(Path(p).expanduser().resolve()) if p else p
 

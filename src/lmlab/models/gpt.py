@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
@@ -55,7 +54,9 @@ class GPTConfig:
 
     def validate(self) -> None:
         if self.n_embd % self.n_head:
-            raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+            raise ConfigError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
+            )
         for key, value, valid in [
             ("pos_embedding", self.pos_embedding, ("learned", "sinusoidal", "rope")),
             ("attention", self.attention, ("fused", "eager")),
@@ -66,6 +67,10 @@ class GPTConfig:
                 raise ConfigError(f"model.{key} = '{value}' is not one of: {', '.join(valid)}")
         if min(self.block_size, self.n_layer, self.n_head, self.n_embd) <= 0:
             raise ConfigError("model.block_size, n_layer, n_head and n_embd must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.d_ff < 0:
+            raise ConfigError(f"model.d_ff must be >= 0 (0 means 4 * n_embd), got {self.d_ff}")
 
 
 class GPT(nn.Module):

@@ -24,7 +24,7 @@ from lmlab.nn.positional import RotaryEmbedding
 
 
 def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> Tensor:
-    """(t_q, t_k) bool, True where query i (the last t_q of t_k positions) may see key j: j <= i + (t_k - t_q)."""
+    """(t_q, t_k) bool: query i (the last t_q of t_k positions) may see key j iff j <= i + (t_k - t_q)."""
     offset = t_k - t_q
     i = torch.arange(t_q, device=device)[:, None]
     j = torch.arange(t_k, device=device)[None, :]
@@ -41,7 +41,9 @@ def scaled_dot_product_attention(
     fused: bool = True,
     need_weights: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """softmax(q kᵀ / √d) v for q: (B, H, T, D), k, v: (B, H, S, D) -> ((B, H, T, D), weights (B, H, T, S) or None).
+    """softmax(q kᵀ / √d) v for q: (B, H, T, D), k, v: (B, H, S, D).
+
+    Returns ((B, H, T, D), the weights (B, H, T, S) if ``need_weights`` else None).
 
     ``causal`` aligns the causal mask to the end (query i is position S - T + i), which is what a
     KV cache needs. ``need_weights`` forces the eager path.

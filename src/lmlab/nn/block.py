@@ -39,7 +39,11 @@ class TransformerBlock(nn.Module):
         attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.self_attn = MultiHeadAttention(d_model, n_heads, attn_dropout, bias, causal, rotary, fused)
         self.norm1 = make_norm(norm, d_model, norm_eps, bias)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, attn_dropout, bias, False, None, fused) if cross_attention else None
+        self.cross_attn = (
+            MultiHeadAttention(d_model, n_heads, attn_dropout, bias, False, None, fused)
+            if cross_attention
+            else None
+        )
         self.norm_cross = make_norm(norm, d_model, norm_eps, bias) if cross_attention else None
         self.ffn = FeedForward(d_model, d_ff, activation, dropout, bias)
         self.norm2 = make_norm(norm, d_model, norm_eps, bias)
@@ -65,7 +69,9 @@ class TransformerBlock(nn.Module):
         """x: (B, T, d_model) -> ((B, T, d_model), {'self': weights, 'cross': weights} when need_weights)."""
         weights: dict[str, Tensor] = {}
         x, w = self._sublayer(
-            x, self.norm1, lambda h: self.self_attn(h, padding_mask=padding_mask, cache=cache, need_weights=need_weights)
+            x,
+            self.norm1,
+            lambda h: self.self_attn(h, padding_mask=padding_mask, cache=cache, need_weights=need_weights),
         )
         if w is not None:
             weights["self"] = w
@@ -74,7 +80,11 @@ class TransformerBlock(nn.Module):
                 x,
                 self.norm_cross,
                 lambda h: self.cross_attn(
-                    h, context=context, padding_mask=context_padding_mask, cache=cross_cache, need_weights=need_weights
+                    h,
+                    context=context,
+                    padding_mask=context_padding_mask,
+                    cache=cross_cache,
+                    need_weights=need_weights,
                 ),
             )
             if w is not None:

@@ -12,7 +12,9 @@ ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
 
 
 class FeedForward(nn.Module):
-    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", dropout: float = 0.0, bias: bool = True):
+    def __init__(
+        self, d_model: int, d_ff: int, activation: str = "gelu", dropout: float = 0.0, bias: bool = True
+    ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation '{activation}'; valid: {', '.join(ACTIVATIONS)}")

@@ -1,7 +1,7 @@
 """Normalisation layers. Where they sit (pre-LN or post-LN) is the block's business (block.py).
 
-    LayerNorm(x) = (x - mean(x)) / sqrt(var(x) + eps) · γ + β       (Ba et al., 2016)
-    RMSNorm(x)   = x / sqrt(mean(x²) + eps) · γ                      (Zhang & Sennrich, 2019)
+LayerNorm(x) = (x - mean(x)) / sqrt(var(x) + eps) · γ + β       (Ba et al., 2016)
+RMSNorm(x)   = x / sqrt(mean(x²) + eps) · γ                      (Zhang & Sennrich, 2019)
 """
 
 from __future__ import annotations

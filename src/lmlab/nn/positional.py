@@ -1,6 +1,6 @@
 """Position information: sinusoidal (Vaswani et al.), learned (GPT-2, BERT) and rotary (Su et al., RoPE).
 
-    PE(pos, 2i) = sin(pos / 10000^(2i/d)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/d))
+PE(pos, 2i) = sin(pos / 10000^(2i/d)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/d))
 """
 
 from __future__ import annotations
