@@ -130,7 +130,8 @@ class EosTransformer(Transformer):
     """An untrained Transformer whose EOS logit grows with the target position, so that sentences
     end, at different lengths (the cached and the full computation get the same bonus)."""
 
-    def decode(self, tgt, memory, src_padding_mask=None, cache=None, need_weights=False, tgt_padding_mask=None):
+    def decode(self, tgt, memory, src_padding_mask=None, cache=None, need_weights=False,
+               tgt_padding_mask=None):
         offset = cache.length if cache is not None else 0
         logits = super().decode(tgt, memory, src_padding_mask, cache, need_weights, tgt_padding_mask)
         bonus = torch.zeros(logits.size(-1))
@@ -179,7 +180,8 @@ def test_batched_equals_per_sentence():
             assert a.finished == b.finished
         assert greedy_decode(m, [row], bos_id=BOS, eos_id=EOS, max_len=15)[0] == greedy[i]
     # lists of ids with pad_id are padded the same way as the tensor
-    assert beam_decode(m, rows, pad_id=PAD, bos_id=BOS, eos_id=EOS, max_len=15, beam_size=3, n_best=3) == batched
+    from_lists = beam_decode(m, rows, pad_id=PAD, bos_id=BOS, eos_id=EOS, max_len=15, beam_size=3, n_best=3)
+    assert [[h.tokens for h in s] for s in from_lists] == [[h.tokens for h in s] for s in batched]
 
 
 def test_beam_scores_are_model_log_probs():

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 
 from lmlab.config import TokenizerConfig
 from lmlab.errors import ConfigError, DataError
@@ -25,6 +34,7 @@ EOS_TOKEN = "<|endoftext|>"
 TOKENIZER_KINDS = ("char", "bpe")
 _EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")
 _REPLACEMENT = "\ufffd"
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, ids 0..4 when trained
 
 
 def _as_list(ids: Any) -> list[int]:
@@ -214,7 +224,164 @@ class BPETokenizer:
         return f"BPETokenizer(vocab_size={self.vocab_size}, eos_id={self.eos_id})"
 
 
-AnyTokenizer = CharTokenizer | BPETokenizer
+class WordPieceTokenizer:
+    """BERT's WordPiece (uncased or cased), a thin wrapper of a Hugging Face ``tokenizers.Tokenizer``:
+    BertNormalizer, BertPreTokenizer, WordPiece with ``##`` continuations, and the post-processor
+    ``[CLS] A [SEP]`` / ``[CLS] A [SEP] B [SEP]`` (segments 0 then 1).
+
+    Unlike the other tokenizers, ``encode`` adds [CLS] / [SEP] by default (as BERT expects);
+    ``encode_padded`` gives the padded (input_ids, token_type_ids, attention_mask) tensors a batch needs.
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        tokenizer.no_padding()  # padding and truncation are the caller's business (encode_padded)
+        tokenizer.no_truncation()
+        self.tokenizer = tokenizer
+        self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
+        self.eos_id: int | None = None
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
+            tokenizer.token_to_id(t) for t in WORDPIECE_SPECIALS
+        )
+        normalizer = json.loads(tokenizer.to_str()).get("normalizer") or {}
+        self.lowercase: bool = bool(normalizer.get("lowercase", False))
+
+    @staticmethod
+    def _assemble(
+        model: models.WordPiece, lowercase: bool, strip_accents: bool | None = None, chinese: bool = True
+    ) -> Tokenizer:
+        tok = Tokenizer(model)
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=chinese, strip_accents=strip_accents, lowercase=lowercase
+        )
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        return tok
+
+    @staticmethod
+    def _add_post_processor(tok: Tokenizer) -> Tokenizer:
+        cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        if cls_id is None or sep_id is None:
+            raise DataError("a WordPiece vocabulary needs the [CLS] and [SEP] tokens")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS]:0 $A:0 [SEP]:0",
+            pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        )
+        return tok
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, lowercase: bool = True) -> WordPieceTokenizer:
+        """Train on an iterator of text chunks; ids 0..4 are [PAD] [UNK] [CLS] [SEP] [MASK]."""
+        if vocab_size <= len(WORDPIECE_SPECIALS):
+            raise ConfigError(f"tokenizer.vocab_size={vocab_size} is too small for wordpiece")
+        tok = cls._assemble(models.WordPiece(unk_token="[UNK]"), lowercase)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=list(WORDPIECE_SPECIALS), show_progress=False
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(cls._add_post_processor(tok))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> WordPieceTokenizer:
+        """A ``tokenizer.json`` (e.g. a Hugging Face BERT's)."""
+        return cls(Tokenizer.from_file(str(path)))
+
+    @classmethod
+    def from_vocab(
+        cls,
+        path: str | Path,
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        handle_chinese_chars: bool = True,
+    ) -> WordPieceTokenizer:
+        """BERT's ``vocab.txt`` (one token a line, the line number its id), built as transformers builds
+        it; ``lowercase`` is the tokenizer_config's ``do_lower_case`` (strip_accents None: as lowercase)."""
+        with open(path, encoding="utf-8") as f:
+            vocab = {token.rstrip("\n"): i for i, token in enumerate(f.readlines())}
+        tok = cls._assemble(
+            models.WordPiece(vocab, unk_token="[UNK]"), lowercase, strip_accents, handle_chinese_chars
+        )
+        present = [t for t in WORDPIECE_SPECIALS if t in vocab]
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in present])
+        return cls(cls._add_post_processor(tok))
+
+    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, pair, add_special_tokens=add_special_tokens).ids
+
+    def encode_with_types(self, text: str, pair: str | None = None) -> tuple[list[int], list[int]]:
+        """(ids, token_type_ids) of ``[CLS] text [SEP]`` or ``[CLS] text [SEP] pair [SEP]``."""
+        e = self.tokenizer.encode(text, pair)
+        return e.ids, e.type_ids
+
+    def encode_batch(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, add_special_tokens: bool = True
+    ) -> list[list[int]]:
+        inputs: list[Any] = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
+        return [e.ids for e in self.tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)]
+
+    def encode_padded(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int | None = None
+    ) -> dict[str, Any]:
+        """A batch as torch tensors (B, T): ``input_ids`` (padded with [PAD]), ``token_type_ids`` and
+        ``attention_mask`` (1 at real tokens), each sequence cut to ``max_length`` tokens if given
+        (the longer of a pair first, keeping [CLS] / [SEP])."""
+        import torch
+
+        inputs: list[Any] = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
+        if max_length:
+            self.tokenizer.enable_truncation(max_length)
+        try:
+            encs = self.tokenizer.encode_batch(inputs)
+        finally:
+            self.tokenizer.no_truncation()
+        t = max((len(e.ids) for e in encs), default=0)
+        ids = torch.full((len(encs), t), self.pad_id or 0, dtype=torch.long)
+        types = torch.zeros((len(encs), t), dtype=torch.long)
+        mask = torch.zeros((len(encs), t), dtype=torch.long)
+        for i, e in enumerate(encs):
+            n = len(e.ids)
+            ids[i, :n] = torch.tensor(e.ids, dtype=torch.long)
+            types[i, :n] = torch.tensor(e.type_ids, dtype=torch.long)
+            mask[i, :n] = 1
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
+        """Text of ``ids`` (``##`` pieces joined to the previous word); unknown ids show as U+FFFD."""
+        ids = _as_list(ids)
+        if all(0 <= i < self.vocab_size for i in ids):
+            return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+        parts: list[str] = []
+        run: list[int] = []
+        for i in ids:
+            if 0 <= i < self.vocab_size:
+                run.append(i)
+                continue
+            if run:
+                parts.append(self.tokenizer.decode(run, skip_special_tokens=skip_special_tokens))
+                run = []
+            parts.append(_REPLACEMENT)
+        if run:
+            parts.append(self.tokenizer.decode(run, skip_special_tokens=skip_special_tokens))
+        return " ".join(parts)
+
+    def token_to_str(self, token_id: int) -> str:
+        if not 0 <= token_id < self.vocab_size:
+            raise ValueError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
+        return self.tokenizer.id_to_token(token_id) or ""
+
+    def to_str(self) -> str:
+        return self.tokenizer.to_str()
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(str(path))
+
+    def __repr__(self) -> str:
+        return f"WordPieceTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
+
+
+AnyTokenizer = CharTokenizer | BPETokenizer | WordPieceTokenizer
 
 
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> AnyTokenizer:
@@ -249,6 +416,11 @@ def load_tokenizer(path: str | Path) -> AnyTokenizer:
         if not isinstance(chars, list):
             raise DataError(f"{path}: lmlab-char tokenizer without a 'chars' list")
         return CharTokenizer(chars)
+    if isinstance(raw.get("model"), dict) and raw["model"].get("type") == "WordPiece":
+        try:
+            return WordPieceTokenizer.from_file(path)
+        except Exception as e:  # the HF parser raises plain Exception subclasses
+            raise DataError(f"cannot load WordPiece tokenizer {path}: {e}") from None
     if "model" in raw:
         try:
             return BPETokenizer.from_file(path)

@@ -13,6 +13,7 @@ from lmlab.errors import ConfigError
 FAMILIES: dict[str, tuple[str, str, str]] = {
     "gpt": ("lmlab.models.gpt", "GPTConfig", "GPT"),
     "transformer": ("lmlab.models.transformer", "TransformerConfig", "Transformer"),
+    "bert": ("lmlab.models.bert", "BertConfig", "BertForMaskedLM"),  # a bert run is a masked LM
 }
 
 

@@ -75,6 +75,9 @@ class TranslationTask:
 
     ``train`` / ``val``: encoded pairs; ``src_special`` / ``tgt_special``: their padding/BOS/EOS ids
     (the same for a joint vocabulary). ``eval_max_tokens``: token budget of validation batches.
+    ``max_sentences > 0`` caps the sentences of a training bucket; a bucket with fewer than
+    ``min_sentences`` (the longest pairs, or the tail of the length order) is merged into its
+    neighbour, so a step can be split over up to ``min_sentences`` micro-batches × processes.
     ``bleu_sentences > 0`` with ``tgt_decode`` (ids -> text, e.g. ``tokenizer.decode``) also greedily
     translates that many validation sentences and reports ``val_bleu`` / ``val_chrf`` against
     ``val_refs`` (the reference texts; by default the decoded validation targets).
@@ -91,6 +94,7 @@ class TranslationTask:
         label_smoothing: float = 0.1,
         eval_max_tokens: int = 4096,
         max_sentences: int = 0,
+        min_sentences: int = 8,
         bleu_sentences: int = 0,
         tgt_decode: Callable[[list[int]], str] | None = None,
         val_refs: Sequence[str] | None = None,
@@ -110,42 +114,37 @@ class TranslationTask:
         self.label_smoothing = label_smoothing
         self.eval_max_tokens = eval_max_tokens
         self.max_sentences = max_sentences
+        self.min_sentences = max(1, min_sentences)
         self.bleu_sentences = bleu_sentences
         self.tgt_decode = tgt_decode
         self.val_refs = list(val_refs) if val_refs is not None else None
         self.bleu_tokenize = bleu_tokenize
-        self._buckets: dict[tuple[int, int], list[np.ndarray]] = {}
-        self._epoch_order: tuple[tuple[int, int, int], np.ndarray] | None = None
+        self._buckets: dict[int, list[np.ndarray]] = {}
+        self._epoch_order: tuple[tuple[int, int], np.ndarray] | None = None
 
     # -- batches -----------------------------------------------------------------------------------
 
-    def buckets(self, max_tokens: int, parts: int = 1) -> list[np.ndarray]:
-        """The training buckets for a token budget (pair indices, in length order).
-
-        A bucket with fewer than ``parts`` sentences (the longest pairs, or the last one) is merged
-        into its neighbour, so that each of the ``parts`` micro-batches gets at least one sentence.
-        """
-        key = (max_tokens, parts)
-        if key not in self._buckets:
+    def buckets(self, max_tokens: int) -> list[np.ndarray]:
+        """The training buckets for a token budget (pair indices, in length order); they do not
+        depend on how a step is split, so every split of a step sees the same sentences."""
+        if max_tokens not in self._buckets:
             batches = token_budget_batches(
                 self.train.src_lens, self.train.tgt_lens, max_tokens, self.seed, self.max_sentences
             )
-            if len(self.train) < parts:
-                raise ConfigError(f"{len(self.train)} training pairs cannot fill {parts} micro-batches")
             merged: list[np.ndarray] = []
             for b in batches:
-                if merged and (len(b) < parts or len(merged[-1]) < parts):
+                if merged and (len(b) < self.min_sentences or len(merged[-1]) < self.min_sentences):
                     merged[-1] = np.concatenate([merged[-1], b])
                 else:
                     merged.append(b)
-            self._buckets[key] = merged
-        return self._buckets[key]
+            self._buckets[max_tokens] = merged
+        return self._buckets[max_tokens]
 
-    def epoch_order(self, epoch: int, max_tokens: int, parts: int = 1) -> np.ndarray:
+    def epoch_order(self, epoch: int, max_tokens: int) -> np.ndarray:
         """The order in which epoch ``epoch`` visits the buckets: a permutation drawn from (seed, epoch)."""
-        key = (epoch, max_tokens, parts)
+        key = (epoch, max_tokens)
         if self._epoch_order is None or self._epoch_order[0] != key:
-            n = len(self.buckets(max_tokens, parts))
+            n = len(self.buckets(max_tokens))
             self._epoch_order = (key, np.random.default_rng([self.seed, epoch]).permutation(n))
         return self._epoch_order[1]
 
@@ -160,9 +159,15 @@ class TranslationTask:
         parts = n_micro * world
         if not (0 <= micro < n_micro and 0 <= rank < world):
             raise ValueError(f"micro={micro} / rank={rank} out of range for n_micro={n_micro}, world={world}")
-        buckets = self.buckets(batch_size, parts)
+        buckets = self.buckets(batch_size)
         epoch, k = divmod(step, len(buckets))
-        bucket = buckets[self.epoch_order(epoch, batch_size, parts)[k]]
+        bucket = buckets[self.epoch_order(epoch, batch_size)[k]]
+        if len(bucket) < parts:
+            raise ConfigError(
+                f"a step's bucket of {len(bucket)} sentences cannot be split over grad_accum x world = "
+                f"{n_micro} x {world} micro-batches; raise min_sentences (now {self.min_sentences}) "
+                "or the token budget (train.batch_size)"
+            )
         chunk = np.array_split(bucket, parts)[micro * world + rank]
         return self._to_device(collate(self.train, chunk, self.src_special, self.tgt_special))
 
