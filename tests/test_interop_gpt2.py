@@ -269,11 +269,11 @@ def test_unsupported_settings_are_named():
         export_hf(model, None, "unused")
 
 
-def test_bert_dir_is_refused(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ConfigError, match="model_type 'bert' is not supported yet"):
+def test_unsupported_model_type_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(ConfigError, match="model_type 't5' is not supported yet"):
         import_hf(tmp_path)
-    with pytest.raises(ConfigError, match="bert"):
+    with pytest.raises(ConfigError, match="t5"):
         lmlab.load(tmp_path)
 
 

@@ -164,7 +164,12 @@ def load_model_weights(ckpt_dir: str | Path, model: torch.nn.Module) -> None:
         state = load_file(str(path), device="cpu")
     except Exception as e:
         raise CheckpointError(f"{path} is truncated or corrupt ({e})") from None
+    load_model_state(model, state, path)
 
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load a weights dict (as stored in ``model.safetensors``: tied weights once) into ``model``,
+    strictly; ``path`` names where the weights came from in the CheckpointError of a mismatch."""
     module = unwrap_model(model)
     expected = {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
     # Tied weights are stored once (save_model drops duplicates): a key missing from the file is fine
@@ -190,6 +195,73 @@ def load_model_weights(ckpt_dir: str | Path, model: torch.nn.Module) -> None:
             f"{path} does not match the model; {'; '.join(parts)}. Checkpoint of a different model/config?"
         )
     module.load_state_dict(state, strict=False)
+
+
+def average_checkpoints(
+    run_dir: str | Path, k: int, upto: str | Path | None = None
+) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the weights of the last ``k`` complete checkpoints of ``run_dir``
+    (Vaswani et al. average the last 5, written at 10-minute intervals), as a state dict to load
+    with ``load_model_state``. ``upto``: a checkpoint directory to end with (default: the newest).
+
+    Corrupt checkpoints are skipped with a warning. Fewer than ``k`` usable checkpoints is a
+    CheckpointError saying how many there are (keep more with ``train.keep_checkpoints``).
+    """
+    return average_weights(checkpoints_to_average(run_dir, k, upto))
+
+
+def checkpoints_to_average(run_dir: str | Path, k: int, upto: str | Path | None = None) -> list[Path]:
+    """The checkpoint directories ``average_checkpoints`` uses, oldest first."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise CheckpointError(f"the number of checkpoints to average must be an integer >= 1, got {k!r}")
+    ckpts = list_checkpoints(run_dir)
+    if upto is not None:
+        last = checkpoint_step(upto)
+        ckpts = [c for c in ckpts if checkpoint_step(c) <= last]
+    chosen: list[Path] = []
+    for ckpt in reversed(ckpts):
+        try:
+            _check_safetensors(ckpt / MODEL_FILE)
+        except CheckpointError as e:
+            warnings.warn(f"checkpoint {ckpt} is corrupt ({e}); not averaging it", stacklevel=3)
+            continue
+        chosen.append(ckpt)
+        if len(chosen) == k:
+            break
+    if len(chosen) < k:
+        steps = ", ".join(c.name for c in reversed(chosen)) or "none"
+        raise CheckpointError(
+            f"cannot average the last {k} checkpoints: {Path(run_dir) / CHECKPOINTS_DIR} holds "
+            f"{len(chosen)} usable ({steps}). Train with train.keep_checkpoints={k} and a "
+            "train.checkpoint_interval to keep more, or average fewer"
+        )
+    return chosen[::-1]
+
+
+def average_weights(ckpts: list[Path]) -> dict[str, torch.Tensor]:
+    """The mean of the weights of checkpoint directories ``ckpts``, summed in float64 one at a time."""
+    total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for ckpt in ckpts:
+        path = ckpt / MODEL_FILE
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as e:
+            raise CheckpointError(f"{path} is truncated or corrupt ({e})") from None
+        same = state.keys() == total.keys() and all(state[n].shape == t.shape for n, t in total.items())
+        if total and not same:
+            raise CheckpointError(
+                f"{path} holds other tensors than {ckpts[0] / MODEL_FILE} (a changed model?)"
+            )
+        for name, t in state.items():
+            if not t.is_floating_point():
+                total[name] = t  # integer buffers: the newest
+            elif name in total:
+                total[name] += t.double()
+            else:
+                dtypes[name] = t.dtype
+                total[name] = t.double()
+    return {n: (t / len(ckpts)).to(dtypes[n]) if n in dtypes else t for n, t in total.items()}
 
 
 def load_trainer_state(ckpt_dir: str | Path) -> dict[str, Any]:

@@ -5,6 +5,8 @@
     lmlab generate RUN_DIR --prompt TEXT [--max-new-tokens N --temperature T --top-k K --top-p P --seed S]
                    [--quantize int8]
     lmlab eval RUN_DIR [--data FILE] [--json]
+    lmlab eval TRANSLATION_RUN_DIR [--split test2016 | --src FILE --ref FILE] [--beam 4 --average K] [--json]
+    lmlab translate RUN_DIR "text" | --input FILE [--output FILE] [--beam 4 --length-penalty 0.6 --average K]
     lmlab attention RUN_DIR TEXT --out map.png [--layer L --head H]
     lmlab convert SRC DST --to hf|lmlab
 """
@@ -39,6 +41,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = load_config(args.recipe, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
     result = train_run(cfg, out)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     if "val_loss" in result:
         print(f"done: step {result.get('step')}, val_loss {result['val_loss']:.4f}; run directory: {out}")
     else:
@@ -75,10 +79,98 @@ def cmd_generate(args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
+def _is_translation(p: Any) -> bool:
+    return getattr(p.config, "task", "lm") == "translation"
+
+
+def _say_averaged(p: Any) -> None:
+    if p.averaged:
+        names = ", ".join(c.name for c in p.averaged)
+        print(f"lmlab: averaged the weights of {len(p.averaged)} checkpoints: {names}", file=sys.stderr)
+
+
+def _read_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM and CR line endings dropped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LmlabError(f"{path} is not UTF-8 text ({e})") from None
+    lines = text.removeprefix("\ufeff").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _write_lines(path: str | None, lines: list[str]) -> None:
+    if path is None:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        return
+    out = Path(path)
+    if out.is_dir():
+        raise LmlabError(f"--output {out} is a directory: give a file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    from lmlab.pipeline import load
+
+    if (args.text is None) == (args.input is None):
+        raise LmlabError("give either a TEXT to translate or --input FILE (one sentence a line), not both")
+    p = load(args.run_dir, device=args.device, average=args.average)
+    if not _is_translation(p):
+        raise LmlabError(
+            f"{args.run_dir} is a '{p.config.task}' run, not a translation run: use lmlab generate"
+        )
+    _say_averaged(p)
+    lines = [args.text] if args.input is None else _read_lines(args.input)
+    hyps = p.translate(lines, beam=args.beam, length_penalty=args.length_penalty, max_len=args.max_len,
+                       batch_size=args.batch_size)
+    _write_lines(args.output, hyps)
+    if args.input is not None:
+        empty = sum(not line.strip() for line in lines)
+        note = f" ({empty} empty lines left empty)" if empty else ""
+        where = args.output or "stdout"
+        done = len(lines) - empty
+        print(f"lmlab: translated {done} lines of {args.input} to {where}{note}", file=sys.stderr)
+
+
+def _eval_translation(p: Any, args: argparse.Namespace) -> None:
+    if args.data is not None:
+        raise LmlabError("--data is for language-model runs; a translation run takes --split or --src/--ref")
+    if (args.src is None) != (args.ref is None):
+        raise LmlabError("--src and --ref go together: the sources and their reference translations")
+    if args.src is not None and args.split is not None:
+        raise LmlabError("give either --split or --src/--ref, not both")
+    result = p.evaluate(
+        args.split, src=args.src, ref=args.ref, beam=4 if args.beam is None else args.beam,
+        length_penalty=args.length_penalty, max_len=args.max_len, batch_size=args.batch_size,
+    )
+    if args.output is not None:
+        _write_lines(args.output, result["hypotheses"])
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("bleu", "chrf", "signature")}))
+    else:
+        print(f"bleu: {result['bleu']:.2f}")
+        print(f"chrf: {result['chrf']:.2f}")
+        print(f"signature: {result['signature']}")
+        print(f"sentences: {result['sentences']} ({result['split']})")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from lmlab.pipeline import load
 
-    p = load(args.run_dir, device=args.device)
+    p = load(args.run_dir, device=args.device, average=args.average)
+    _say_averaged(p)
+    if _is_translation(p):
+        _eval_translation(p, args)
+        return
+    used = [f"--{k.replace('_', '-')}" for k in ("split", "src", "ref", "beam", "max_len", "output")
+            if getattr(args, k) is not None]
+    if used:
+        raise LmlabError(f"{used[0]} is for translation runs; {args.run_dir} is a '{p.config.task}' run")
     result = p.evaluate(args.data)
     if args.json:  # strict JSON: a non-finite number (a diverged model) becomes null
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in result.items()}
@@ -89,11 +181,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_attention(args: argparse.Namespace) -> None:
-    from lmlab.explain import plot_self_attention
+    from lmlab.explain import plot_cross_attention, plot_self_attention
     from lmlab.pipeline import load
 
     p = load(args.run_dir, device=args.device)
-    path = plot_self_attention(p, args.text, args.out, layer=args.layer, head=args.head)
+    if _is_translation(p):  # source tokens x generated target tokens
+        path = plot_cross_attention(p, args.text, args.out, layer=args.layer, head=args.head, beam=args.beam)
+    else:
+        path = plot_self_attention(p, args.text, args.out, layer=args.layer, head=args.head)
     print(f"wrote {path}")
 
 
@@ -133,21 +228,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 weights for faster CPU generation (slightly different logits)")
     p.set_defaults(fn=cmd_generate)
 
-    p = sub.add_parser("eval", help="validation loss and perplexity of a run")
+    p = sub.add_parser(
+        "eval", help="validation loss and perplexity of a run; BLEU / chrF of a translation run"
+    )
     p.add_argument("run_dir")
     p.add_argument(
         "--data", default=None, help="a text file or folder of .txt files (default: the validation split)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--average", type=int, default=None, metavar="K",
+                   help="use the mean weights of the last K checkpoints (the paper averages 5)")
+    p.add_argument("--split", default=None,
+                   help="translation: the split to score (test / test2016, valid, train; default test)")
+    p.add_argument("--src", default=None, help="translation: a file of sources to translate and score")
+    p.add_argument("--ref", default=None, help="translation: the reference translations of --src")
+    p.add_argument("--beam", type=int, default=None, help="translation: beam size (default 4; 1 is greedy)")
+    p.add_argument("--length-penalty", type=float, default=0.6, help="translation: GNMT alpha (default 0.6)")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="translation: most output tokens (default: source length + 50)")
+    p.add_argument("--batch-size", type=int, default=64, help="translation: sentences decoded at once")
+    p.add_argument("--output", default=None, help="translation: also write the translations to this file")
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("attention", help="draw a self-attention map for a text")
+    p = sub.add_parser("translate", help="translate text with a translation run")
+    p.add_argument("run_dir")
+    p.add_argument("text", nargs="?", default=None, help="a sentence to translate (or use --input)")
+    p.add_argument("--input", default=None, help="a UTF-8 file, one sentence a line")
+    p.add_argument("--output", default=None, help="write the translations here, one a line (default: stdout)")
+    p.add_argument("--beam", type=int, default=4, help="beam size (default 4; 1 is greedy search)")
+    p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty (default 0.6)")
+    p.add_argument("--max-len", type=int, default=None, help="most output tokens (default: source + 50)")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences decoded at once (default 64)")
+    p.add_argument("--average", type=int, default=None, metavar="K",
+                   help="use the mean weights of the last K checkpoints (the paper averages 5)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_translate)
+
+    p = sub.add_parser(
+        "attention", help="draw a self-attention map for a text (a translation run: its cross-attention)"
+    )
     p.add_argument("run_dir")
     p.add_argument("text")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--layer", type=int, default=-1, help="layer (default: the last)")
     p.add_argument("--head", type=int, default=None, help="head (default: the mean over heads)")
+    p.add_argument("--beam", type=int, default=4, help="translation: beam size of the translation drawn")
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_attention)
 

@@ -23,6 +23,12 @@ from lmlab.errors import ConfigError
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
 TOKENIZER_KINDS = ("char", "bpe")
+CORPORA = ("multi30k", "tatoeba-cmn", "files")
+TRANSLATION_DATA_KEYS = (
+    "corpus", "src_lang", "tgt_lang", "root", "train_src", "train_tgt", "valid_src", "valid_tgt",
+    "test_src", "test_tgt", "train_tsv", "valid_tsv", "test_tsv", "max_len",
+)
+"""The data keys of translation runs (task: translation); language models leave them unset."""
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("cosine", "noam", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -46,12 +52,26 @@ class TokenizerConfig:
     vocab_size: int = 4096
     """Target vocabulary size for 'bpe' (ignored for 'char')."""
     path: str | None = None
-    """Use an existing tokenizer.json instead of training one."""
+    """Use an existing tokenizer.json instead of training one (translation with joint=false: the target's)."""
+    joint: bool = True
+    """Translation: one tokenizer trained on both sides of the training split (tokenizer.json; needed
+    for model.share_embeddings). false: one per side (tokenizer_src.json, tokenizer_tgt.json), the
+    target with kind / vocab_size, the source with src_kind / src_vocab_size. Ignored by language models."""
+    src_kind: str | None = None
+    """Translation with joint=false: the source tokenizer's kind (default: kind)."""
+    src_vocab_size: int | None = None
+    """Translation with joint=false: the source tokenizer's vocabulary size for bpe (default: vocab_size)."""
+    src_path: str | None = None
+    """Translation with joint=false: an existing tokenizer.json for the source side."""
 
     def validate(self) -> None:
         _check_choice("tokenizer.kind", self.kind, TOKENIZER_KINDS)
         if self.vocab_size < 1:
             raise ConfigError(f"tokenizer.vocab_size must be >= 1 (got {self.vocab_size})")
+        if self.src_kind is not None:
+            _check_choice("tokenizer.src_kind", self.src_kind, TOKENIZER_KINDS)
+        if self.src_vocab_size is not None and self.src_vocab_size < 1:
+            raise ConfigError(f"tokenizer.src_vocab_size must be >= 1 (got {self.src_vocab_size})")
 
 
 @dataclass
@@ -62,12 +82,44 @@ class DataConfig:
     """The last fraction of the token stream is held out for validation."""
     block_size: int | None = None
     """Training window length; defaults to the model's context length."""
+    # -- translation (task: translation) -----------------------------------------------------------
+    corpus: str | None = None
+    """Parallel corpus: 'multi30k' (en-de captions), 'tatoeba-cmn' (en-zh) or 'files' (your own:
+    data.train_src + data.train_tgt, or data.train_tsv)."""
+    src_lang: str | None = None
+    """Source language code (multi30k: en or de; tatoeba-cmn: en or zh; files: any, e.g. for BLEU's
+    Chinese tokenisation when the target is zh)."""
+    tgt_lang: str | None = None
+    """Target language code."""
+    root: str | None = None
+    """The bundled corpus' folder (multi30k: the one holding raw/; tatoeba-cmn: the one holding
+    cmn.txt). Default: $LMLAB_DATA/<corpus> or ../shared/data/<corpus>."""
+    train_src: str | None = None
+    """files: training sources, one sentence a line (.gz allowed), aligned with train_tgt."""
+    train_tgt: str | None = None
+    valid_src: str | None = None
+    """files: validation pairs (default: a seeded val_fraction of the training pairs is held out)."""
+    valid_tgt: str | None = None
+    test_src: str | None = None
+    """files: test pairs (for `lmlab eval --split test`)."""
+    test_tgt: str | None = None
+    train_tsv: str | None = None
+    """files: training pairs as one tab-separated file, source TAB target (instead of train_src/tgt)."""
+    valid_tsv: str | None = None
+    test_tsv: str | None = None
+    max_len: int | None = None
+    """Translation: the most tokens of a sentence with its end-of-sentence token; longer ones are
+    truncated (a warning says how many). Default: model.max_len."""
 
     def validate(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.block_size is not None and self.block_size < 1:
             raise ConfigError(f"data.block_size must be >= 1 or null (got {self.block_size})")
+        if self.corpus is not None:
+            _check_choice("data.corpus", self.corpus, CORPORA)
+        if self.max_len is not None and self.max_len < 2:
+            raise ConfigError(f"data.max_len must be >= 2 (a token and EOS) or null (got {self.max_len})")
 
 
 @dataclass
@@ -115,6 +167,11 @@ class TrainConfig:
     """Show a progress bar."""
     threads: int = 0
     """torch.set_num_threads on CPU (0: leave PyTorch's default)."""
+    label_smoothing: float = 0.1
+    """Translation: label-smoothing epsilon of the cross-entropy (the paper's 0.1)."""
+    bleu_sentences: int = 0
+    """Translation: at each evaluation also greedily translate this many validation sentences and log
+    val_bleu / val_chrf (0: loss only)."""
 
     def validate(self) -> None:
         """Reject values the Trainer or the optimizer cannot use, naming the key (before any work)."""
@@ -137,11 +194,12 @@ class TrainConfig:
             "eps",
             "weight_decay",
             "grad_clip",
+            "bleu_sentences",
         ):
             value = getattr(self, key)
             if not value >= 0 or (isinstance(value, float) and not math.isfinite(value)):
                 raise ConfigError(f"train.{key} must be a finite number >= 0 (got {value})")
-        for key in ("beta1", "beta2"):
+        for key in ("beta1", "beta2", "label_smoothing"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"train.{key} must be in [0, 1) (got {getattr(self, key)})")
         if self.batch_size % self.grad_accum:
@@ -155,7 +213,8 @@ class RunConfig:
     family: str = "gpt"
     """Model family: gpt (more families follow: transformer, rnn, seq2seq, bert)."""
     task: str = "lm"
-    """What the run trains: lm (language modelling)."""
+    """What the run trains: lm (language modelling) or translation (an encoder-decoder family on
+    sentence pairs: data.corpus, data.src_lang, data.tgt_lang...)."""
     description: str = ""
     model: Any = None
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -360,7 +419,7 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Run
             raise ConfigError(f"config key '{key}' must be a single value, not {raw[key]!r}")
     family = str(raw.get("family") or "gpt")
     model_cls = model_config_class(family)
-    return RunConfig(
+    cfg = RunConfig(
         family=family,
         task=str(raw.get("task") or "lm"),
         description=str(raw.get("description") or ""),
@@ -369,6 +428,89 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Run
         data=from_dict(DataConfig, raw.get("data"), "data"),
         train=from_dict(TrainConfig, raw.get("train"), "train"),
     )
+    check_task(cfg)
+    return cfg
+
+
+ENCODER_DECODER_FAMILIES = ("transformer",)
+LANGUAGES = {"multi30k": ("en", "de"), "tatoeba-cmn": ("en", "zh")}
+
+
+def check_task(cfg: RunConfig) -> None:
+    """Settings that depend on each other across sections (the task, the family and the data keys)."""
+    d = cfg.data
+    if cfg.task != "translation":
+        used = [k for k in TRANSLATION_DATA_KEYS if getattr(d, k) is not None]
+        if used and cfg.task == "lm":
+            raise ConfigError(
+                f"data.{used[0]} is a translation setting, but this run has task '{cfg.task}' "
+                "(set task: translation with an encoder-decoder family, e.g. family: transformer)"
+            )
+        return
+    if cfg.family not in ENCODER_DECODER_FAMILIES:
+        raise ConfigError(
+            f"task 'translation' needs an encoder-decoder family ({', '.join(ENCODER_DECODER_FAMILIES)}); "
+            f"got family '{cfg.family}'"
+        )
+    if d.path is not None:
+        raise ConfigError(
+            "data.path is for language modelling; translation reads data.corpus (multi30k, tatoeba-cmn, "
+            "or files with data.train_src + data.train_tgt / data.train_tsv)"
+        )
+    if d.corpus is None:
+        raise ConfigError(f"task 'translation' needs data.corpus, one of: {', '.join(CORPORA)}")
+    if d.corpus in LANGUAGES:
+        valid = LANGUAGES[d.corpus]
+        for key in ("src_lang", "tgt_lang"):
+            lang = getattr(d, key)
+            if lang == "cmn":  # Mandarin's ISO 639-3 code
+                lang = "zh"
+                setattr(d, key, lang)
+            if lang is None or lang not in valid:
+                raise ConfigError(
+                    f"data.{key}={lang!r}: data.corpus={d.corpus} has the languages {', '.join(valid)} "
+                    f"(set data.src_lang and data.tgt_lang to two different ones)"
+                )
+        if d.src_lang == d.tgt_lang:
+            raise ConfigError(f"data.src_lang and data.tgt_lang are both '{d.src_lang}'")
+        files = [k for k in TRANSLATION_DATA_KEYS if k.endswith(("_src", "_tgt", "_tsv")) and getattr(d, k)]
+        if files:
+            raise ConfigError(f"data.{files[0]} is for data.corpus=files, not {d.corpus}")
+    else:  # files
+        for split in ("train", "valid", "test"):
+            src, tgt, tsv = (getattr(d, f"{split}_{k}") for k in ("src", "tgt", "tsv"))
+            if tsv is not None and (src is not None or tgt is not None):
+                raise ConfigError(
+                    f"give either data.{split}_tsv or data.{split}_src + data.{split}_tgt, not both"
+                )
+            if (src is None) != (tgt is None):
+                missing = f"{split}_tgt" if tgt is None else f"{split}_src"
+                raise ConfigError(
+                    f"data.{missing} is missing: data.{split}_src and data.{split}_tgt go together"
+                )
+        if d.train_tsv is None and d.train_src is None:
+            raise ConfigError(
+                "data.corpus=files needs the training pairs: data.train_src=FILE data.train_tgt=FILE "
+                "(aligned, one sentence a line) or data.train_tsv=FILE (source TAB target)"
+            )
+        if d.root is not None:
+            raise ConfigError(
+                "data.root is for the bundled corpora (multi30k, tatoeba-cmn), not data.corpus=files"
+            )
+    tok = cfg.tokenizer
+    model = cfg.model
+    if tok.joint:
+        extra = [k for k in ("src_kind", "src_vocab_size", "src_path") if getattr(tok, k) is not None]
+        if extra:
+            raise ConfigError(f"tokenizer.{extra[0]} is for separate vocabularies (tokenizer.joint=false)")
+    elif getattr(model, "share_embeddings", False):
+        raise ConfigError(
+            "model.share_embeddings=true needs one joint vocabulary: set tokenizer.joint=true "
+            "(or model.share_embeddings=false)"
+        )
+    limit = getattr(model, "max_len", None)
+    if d.max_len is not None and limit is not None and d.max_len > limit:
+        raise ConfigError(f"data.max_len={d.max_len} exceeds model.max_len={limit} (the model's positions)")
 
 
 def load_config(recipe_or_yaml: str, overrides: list[str] | None = None) -> RunConfig:

@@ -72,7 +72,13 @@ def _check_image_path(path: Path) -> None:
 
 
 def plot_attention(
-    weights: torch.Tensor, rows: list[str], cols: list[str], path: str | Path, title: str
+    weights: torch.Tensor,
+    rows: list[str],
+    cols: list[str],
+    path: str | Path,
+    title: str,
+    xlabel: str = "attended-to token (key)",
+    ylabel: str = "attending token (query)",
 ) -> Path:
     from matplotlib.figure import Figure
 
@@ -85,8 +91,8 @@ def plot_attention(
     im = ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0)
     ax.set_xticks(range(len(cols)), [repr(c)[1:-1] for c in cols], rotation=90, fontsize=8)
     ax.set_yticks(range(len(rows)), [repr(r)[1:-1] for r in rows], fontsize=8)
-    ax.set_xlabel("attended-to token (key)")
-    ax.set_ylabel("attending token (query)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
@@ -105,3 +111,64 @@ def plot_self_attention(
     shown = layer % n_layer if n_layer else layer
     which = "mean over heads" if head is None else f"head {head}"
     return plot_attention(weights, labels, labels, out, f"self-attention, layer {shown}, {which}")
+
+
+def cross_attention(
+    pipeline: Any, text: str, layer: int = -1, head: int | None = None, beam: int = 4
+) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Encoder-decoder attention of a translation run: (T, S) weights of decoder ``layer`` (one
+    head, or the mean over heads), the generated target tokens (rows, ending with ``</s>``) and the
+    source tokens (columns, ending with ``</s>``).
+
+    ``text`` is translated with ``pipeline.translate`` (beam search, ``beam`` beams), then the
+    translation is fed back through the decoder with ``need_weights=True``: row t is the attention
+    of the step that produced target token t.
+    """
+    if not isinstance(text, str):
+        raise LmlabError(f"the text must be a string, got {type(text).__name__}")
+    model, toks = pipeline.model, pipeline.tokenizers
+    src = pipeline.encode_sources([text])[0]
+    if not src:
+        raise LmlabError("the text is empty: give a sentence to translate")
+    n_layer = int(model.config.n_decoder_layers)
+    if not -n_layer <= layer < n_layer:
+        raise LmlabError(
+            f"--layer {layer} out of range: the decoder has {n_layer} layers (0..{n_layer - 1})"
+        )
+    n_head = int(model.config.n_heads)
+    if head is not None and not 0 <= head < n_head:
+        raise LmlabError(f"--head {head} out of range: the model has {n_head} heads (0..{n_head - 1})")
+    hyp = pipeline.translate_ids([text], beam=beam)[0]
+    hyp = hyp[: int(model.config.max_len) - 1]  # BOS + hyp within the positions
+    sp, tp = toks.src_special, toks.tgt_special
+    device = pipeline.device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            src_t = torch.tensor([src + [sp.eos]], device=device)
+            tgt_t = torch.tensor([[tp.bos] + hyp], device=device)
+            memory = model.encode(src_t)
+            _, weights = model.decode(tgt_t, memory, need_weights=True)
+    finally:
+        model.train(was_training)
+    att = weights["cross"][layer][0]  # (H, T, S)
+    att = att.mean(0) if head is None else att[head]
+    rows = [toks.tgt.token_to_str(i) for i in hyp] + ["</s>"]
+    cols = [toks.src.token_to_str(i) for i in src] + ["</s>"]
+    return att.float().cpu(), rows, cols
+
+
+def plot_cross_attention(
+    pipeline: Any, text: str, out: str | Path, layer: int = -1, head: int | None = None, beam: int = 4
+) -> Path:
+    """Draw ``cross_attention(pipeline, text, layer, head)`` (source tokens across, generated target
+    tokens down) to the image file ``out``; returns its path."""
+    _check_image_path(Path(out))  # before running the model
+    weights, rows, cols = cross_attention(pipeline, text, layer, head, beam)
+    shown = layer % int(pipeline.model.config.n_decoder_layers)
+    which = "mean over heads" if head is None else f"head {head}"
+    return plot_attention(
+        weights, rows, cols, out, f"cross-attention, decoder layer {shown}, {which}",
+        xlabel="source token", ylabel="generated target token",
+    )

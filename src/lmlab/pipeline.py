@@ -25,6 +25,9 @@ class Pipeline:
     ``model`` maps token ids (B, T) to logits (B, T, V); ``tokenizer`` has ``encode``/``decode``.
     """
 
+    averaged: tuple[Path, ...] = ()
+    """The checkpoints whose mean weights were loaded (``lmlab.load(..., average=K)``), oldest first."""
+
     def __init__(
         self,
         model: nn.Module,
@@ -64,6 +67,8 @@ class Pipeline:
         from lmlab.errors import GenerationError
         from lmlab.generate import generate_text
 
+        if self.config.family == "bert":
+            raise GenerationError("a BERT model does not generate text (it is bidirectional); use embed")
         if not isinstance(prompt, str):
             raise GenerationError(f"prompt must be a string, got {type(prompt).__name__}")
         if isinstance(stop, str):
@@ -81,6 +86,30 @@ class Pipeline:
             stream=stream,
         )
 
+    def embed(self, texts: str | list[str], batch_size: int = 32, normalize: bool = True) -> torch.Tensor:
+        """Sentence embeddings from a BERT encoder: (N, d_model) float32 on the CPU (N = 1 for one string).
+
+        Each text is encoded as ``[CLS] text [SEP]`` (cut to the context length); the last hidden states
+        are averaged over its real tokens (sentence-transformers' mean pooling) and L2-normalised unless
+        ``normalize=False``, so all-MiniLM-L6-v2 loaded with ``lmlab.load`` gives its own embeddings.
+        """
+        encoder = getattr(self.model, "bert", self.model)
+        if not hasattr(encoder, "embed") or not hasattr(self.tokenizer, "encode_padded"):
+            raise ConfigError(
+                f"embed needs a BERT model and its WordPiece tokenizer, not a '{self.config.family}' model"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out = [torch.zeros(0, encoder.config.d_model)]
+        max_length = encoder.config.block_size
+        with torch.no_grad():
+            for i in range(0, len(texts), batch_size):
+                batch = self.tokenizer.encode_padded(texts[i : i + batch_size], max_length=max_length)
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                out.append(encoder.embed(**batch, normalize=normalize).float().cpu())
+        return torch.cat(out)
+
     def evaluate(self, data: str | Path | None = None, batch_size: int = 64) -> dict[str, float]:
         """Mean next-token ``loss``, ``perplexity`` and the number of ``tokens`` predicted, over
         non-overlapping windows of the validation split of the run's data, or of the whole of
@@ -91,6 +120,8 @@ class Pipeline:
         from lmlab.data.text import DOC_SEPARATOR, iter_file_chunks, list_text_files
         from lmlab.tasks import evaluate_lm
 
+        if self.config.family == "bert":
+            raise ConfigError("evaluate measures next-token loss, which a (bidirectional) BERT lacks")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         block = self.config.data.block_size or self.config.model.block_size
@@ -181,15 +212,26 @@ def load_hf(path: str | Path, device: str | torch.device = "cpu", quantize: str 
     model, tokenizer = import_hf(path)
     if tokenizer is None:
         raise CheckpointError(
-            f"{path} holds no tokenizer (tokenizer.json or vocab.json + merges.txt); "
+            f"{path} holds no tokenizer (tokenizer.json, vocab.json + merges.txt, or BERT's vocab.txt); "
             "use lmlab.interop.import_hf for the model alone"
         )
     model = _quantize(model.to(dev).eval(), quantize, dev)
     return Pipeline(model, tokenizer, hf_run_config(model, tokenizer, path), path)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", quantize: str | None = None) -> Pipeline:
+def load(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    quantize: str | None = None,
+    average: int | None = None,
+) -> Pipeline:
     """Load a run directory (its newest complete checkpoint) or one checkpoint directory.
+
+    A translation run (``task: translation``) gives a ``lmlab.translate.TranslationPipeline``, with
+    ``translate(texts, beam=4, length_penalty=0.6)`` and ``evaluate()`` giving BLEU / chrF.
+
+    ``average=K`` loads the mean of the weights of the last K checkpoints (ending with the one
+    loaded; ``lmlab.checkpoint.average_checkpoints``), as the paper does with K = 5.
 
     A Hugging Face model directory (``config.json`` with a ``model_type``, e.g. a GPT-2 saved with
     ``save_pretrained``) is imported instead (see ``lmlab.interop``).
@@ -199,7 +241,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", quantize: str | N
     naming the bad file otherwise).
 
     ``quantize='int8'`` replaces the model's linear layers by int8 ones (``lmlab.quantize``; CPU only):
-    faster generation, about 4x less weight memory, slightly different logits.
+    faster generation, a quarter of the memory for the linear weights, slightly different logits.
     """
     from lmlab.checkpoint import validate_checkpoint
 
@@ -223,8 +265,27 @@ def load(path: str | Path, device: str | torch.device = "cpu", quantize: str | N
             )
     elif (ckpt / STATE_FILE).exists():
         validate_checkpoint(ckpt)  # both files, as lmlab.load(run_dir) would (weights-only dirs are fine)
-    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    if cfg.task == "translation":
+        from lmlab.translate import TranslationTokenizers
+
+        tokenizers = TranslationTokenizers.load(run_dir, cfg.tokenizer.joint)
+    else:
+        tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
     model = build_run_model(cfg)
-    load_model_weights(ckpt, model)
+    averaged: tuple[Path, ...] = ()
+    if average is not None:
+        from lmlab.checkpoint import average_weights, checkpoints_to_average, load_model_state
+
+        averaged = tuple(checkpoints_to_average(run_dir, average, upto=ckpt))
+        load_model_state(model, average_weights(list(averaged)), ckpt)
+    else:
+        load_model_weights(ckpt, model)
     model = _quantize(model.to(dev).eval(), quantize, dev)
-    return Pipeline(model, tokenizer, cfg, run_dir, ckpt)
+    if cfg.task == "translation":
+        from lmlab.translate import TranslationPipeline
+
+        pipe: Pipeline = TranslationPipeline(model, tokenizers, cfg, run_dir, ckpt)
+    else:
+        pipe = Pipeline(model, tokenizer, cfg, run_dir, ckpt)
+    pipe.averaged = averaged
+    return pipe

@@ -3,12 +3,16 @@
 ``train_run(cfg, run_dir)`` builds (or resumes) everything and trains. Re-running it on a run
 directory that holds a checkpoint continues that run exactly; the model, tokenizer and data
 sections must then match the saved config (train settings such as max_steps may change).
+
+It dispatches on ``cfg.task``: ``lm`` (a token stream, ``LMTask``) or ``translation`` (sentence
+pairs of ``data.corpus``, tokenizers trained on the training split, ``TranslationTask``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +55,16 @@ def _same_value(key: str, a: Any, b: Any) -> bool:
     return a == b
 
 
+_FROM_DATA = ("vocab_size", "src_vocab_size", "tgt_vocab_size")
+
+
 def _differences(saved: RunConfig, new: RunConfig, sections: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
     """(dotted key, saved value, new value) for each setting of ``sections`` that differs."""
     out = []
     for section in sections:
         a, b = dataclasses.asdict(getattr(saved, section)), dataclasses.asdict(getattr(new, section))
         for key in a:
-            if key == "vocab_size" and section == "model" and b.get(key) == 0:
+            if key in _FROM_DATA and section == "model" and b.get(key) == 0:
                 continue  # 0 means: from the tokenizer
             if not _same_value(key, a[key], b.get(key)):
                 out.append((f"{section}.{key}", a[key], b.get(key)))
@@ -69,6 +76,10 @@ def _check_same_run(saved: RunConfig, new: RunConfig, run_dir: Path) -> None:
         raise ConfigError(
             f"{run_dir} holds a '{saved.family}' run, not '{new.family}'; use a new --out directory"
         )
+    if saved.task != new.task:
+        raise ConfigError(
+            f"{run_dir} holds a '{saved.task}' run, not '{new.task}'; use a new --out directory"
+        )
     diffs = _differences(saved, new, ("model", "tokenizer", "data"))
     if diffs:
         key, a, b = diffs[0]
@@ -78,16 +89,24 @@ def _check_same_run(saved: RunConfig, new: RunConfig, run_dir: Path) -> None:
         )
 
 
+_DATA_PATH_KEYS = ("path", "root", "train_src", "train_tgt", "valid_src", "valid_tgt", "test_src", "test_tgt",
+                   "train_tsv", "valid_tsv", "test_tsv")
+
+
 def _absolute_paths(cfg: RunConfig) -> RunConfig:
-    """``cfg`` with data.path and tokenizer.path made absolute."""
+    """``cfg`` with its file and folder settings (data.path, data.root, the parallel files,
+    tokenizer.path, tokenizer.src_path) made absolute."""
 
     def absolute(p: str | None) -> str | None:
         return str(Path(p).expanduser().resolve()) if p else p
 
+    data = {k: absolute(getattr(cfg.data, k)) for k in _DATA_PATH_KEYS if hasattr(cfg.data, k)}
     return dataclasses.replace(
         cfg,
-        data=dataclasses.replace(cfg.data, path=absolute(cfg.data.path)),
-        tokenizer=dataclasses.replace(cfg.tokenizer, path=absolute(cfg.tokenizer.path)),
+        data=dataclasses.replace(cfg.data, **data),
+        tokenizer=dataclasses.replace(
+            cfg.tokenizer, path=absolute(cfg.tokenizer.path), src_path=absolute(cfg.tokenizer.src_path)
+        ),
     )
 
 
@@ -163,13 +182,110 @@ def _check_block_size(cfg: RunConfig) -> int:
     return block
 
 
+def prepare_translation(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, Any, Any, list[str]]:
+    """(cfg with the vocabulary sizes filled in, tokenizers, train pairs, valid pairs, valid reference
+    texts) for a translation run; the tokenizers are trained on the training split once and saved
+    in ``run_dir`` (tokenizer.json, or tokenizer_src.json + tokenizer_tgt.json), then reused."""
+    from lmlab.data.parallel import encode_pairs, load_split
+    from lmlab.translate import TOKENIZER_FILES, TranslationTokenizers
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a run directory")
+    cfg = _absolute_paths(cfg)
+    resuming = bool(list_checkpoints(run_dir)) if run_dir.exists() else False
+    tok_paths = [run_dir / f for f in TOKENIZER_FILES]
+    if resuming and (run_dir / CONFIG_FILE).exists():
+        saved = read_run_config(run_dir)
+        _check_same_run(saved, cfg, run_dir)
+        cfg = dataclasses.replace(saved, train=cfg.train, description=cfg.description or saved.description)
+    elif (run_dir / CONFIG_FILE).exists() and any(p.exists() for p in tok_paths) and _is_main():
+        # No checkpoint yet: start over, with new tokenizers if their settings or the data changed.
+        try:
+            saved = read_run_config(run_dir)
+            stale = saved.family != cfg.family or saved.task != cfg.task
+            stale = stale or bool(_differences(saved, cfg, ("tokenizer", "data")))
+        except ConfigError:
+            stale = True
+        if stale:
+            for p in tok_paths:
+                p.unlink(missing_ok=True)
+    train_text = load_split(cfg.data, "train")
+    valid_text = load_split(cfg.data, "valid")
+    for text in (train_text, valid_text):
+        if text.n_empty_skipped and _is_main():
+            n = text.n_empty_skipped
+            warnings.warn(f"{text.source}: skipped {n} pairs with an empty side", stacklevel=2)
+    joint = cfg.tokenizer.joint
+    if _is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not TranslationTokenizers.exist(run_dir, joint):
+            TranslationTokenizers.train(cfg.tokenizer, train_text).save(run_dir)
+    _barrier()
+    toks = TranslationTokenizers.load(run_dir, joint)
+    for side, need in (("src", toks.src_vocab_size), ("tgt", toks.tgt_vocab_size)):
+        key = f"{side}_vocab_size"
+        have = getattr(cfg.model, key)
+        if have == 0:
+            setattr(cfg.model, key, need)
+        elif have < need:
+            raise ConfigError(
+                f"model.{key}={have} is smaller than the {side} tokenizer's {need - 3} tokens + 3 special "
+                f"ones ({need}); set model.{key}=0 to take it from the tokenizer"
+            )
+    if getattr(cfg.model, "share_embeddings", False) and cfg.model.src_vocab_size != cfg.model.tgt_vocab_size:
+        raise ConfigError("model.share_embeddings needs equal model.src_vocab_size and model.tgt_vocab_size")
+    max_len = cfg.data.max_len or cfg.model.max_len
+    if _is_main():
+        train = encode_pairs(train_text, toks.src, toks.tgt, max_len)
+        valid = encode_pairs(valid_text, toks.src, toks.tgt, max_len)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            train = encode_pairs(train_text, toks.src, toks.tgt, max_len)
+            valid = encode_pairs(valid_text, toks.src, toks.tgt, max_len)
+    if _is_main():
+        save_config(cfg, run_dir / CONFIG_FILE)
+    return cfg, toks, train, valid, valid_text.tgt
+
+
+def _train_translation(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
+    from lmlab.tasks import TranslationTask
+    from lmlab.train import Trainer, resolve_device
+    from lmlab.translate import bleu_tokenize_for
+
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")) if ddp else None)
+    cfg, toks, train, valid, refs = prepare_translation(cfg, run_dir)
+    torch.manual_seed(cfg.train.seed)
+    model = build_run_model(cfg)
+    task = TranslationTask(
+        train,
+        valid,
+        toks.src_special,
+        toks.tgt_special,
+        seed=cfg.train.seed,
+        device=device,
+        label_smoothing=cfg.train.label_smoothing,
+        eval_max_tokens=max(cfg.train.batch_size // cfg.train.grad_accum, 1024),
+        bleu_sentences=cfg.train.bleu_sentences,
+        tgt_decode=toks.tgt.decode,
+        val_refs=refs,
+        bleu_tokenize=bleu_tokenize_for(cfg.data.tgt_lang),
+    )
+    trainer = Trainer(model, task, cfg.train, run_dir)
+    return trainer.fit()
+
+
 def train_run(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg`` in ``run_dir``; returns the final metrics."""
     from lmlab.tasks import LMTask
     from lmlab.train import Trainer, resolve_device
 
+    if cfg.task == "translation":
+        return _train_translation(cfg, run_dir)
     if cfg.task != "lm":
-        raise ConfigError(f"unknown task '{cfg.task}'; valid: lm")
+        raise ConfigError(f"unknown task '{cfg.task}'; valid: lm, translation")
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # Cheap checks first, before the (possibly long) tokenization.
     device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")) if ddp else None)

@@ -6,6 +6,9 @@ Both round-trip any Unicode text exactly and share one small protocol: ``vocab_s
 
 Ids that are not in the vocabulary (e.g. sampled from a model whose embedding table is padded past
 ``vocab_size``) decode to U+FFFD instead of raising.
+
+``WordPieceTokenizer`` is BERT's (lowercasing and accent stripping when uncased, so it does not
+round-trip text); its ``encode`` adds [CLS] / [SEP] and takes an optional second sentence.
 """
 
 from __future__ import annotations

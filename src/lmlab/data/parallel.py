@@ -244,6 +244,125 @@ def load_tatoeba_cmn(path: str | Path | None = None, direction: str = "en-zh") -
     return text if direction == "en-zh" else text.reversed()
 
 
+TATOEBA_SPLIT_SEED = 20240601
+TATOEBA_HELD_OUT = 1000
+"""Distinct English sentences held out for each of valid and test (with all their translations)."""
+
+
+def tatoeba_splits(
+    path: str | Path | None = None,
+    direction: str = "en-zh",
+    seed: int = TATOEBA_SPLIT_SEED,
+    n_valid: int = TATOEBA_HELD_OUT,
+    n_test: int = TATOEBA_HELD_OUT,
+) -> dict[str, ParallelText]:
+    """A fixed train / valid / test split of the Tatoeba English-Mandarin pairs.
+
+    Tatoeba has no official split, so this one is drawn from ``seed`` over the *distinct English
+    sentences* (27,661 in the shared copy): ``n_valid`` of them go to valid and ``n_test`` to test,
+    each with all of its Chinese translations, so no English sentence of valid/test occurs in
+    training. With the defaults the shared ``cmn.txt`` (29,155 pairs) gives 27,046 / 1,054 / 1,055
+    pairs. The split depends only on the file's content and the seed.
+    """
+    text = load_tatoeba_cmn(path, "en-zh")
+    groups = sorted(set(text.src))
+    if len(groups) <= n_valid + n_test:
+        raise DataError(
+            f"{text.source}: {len(groups)} distinct English sentences, too few to hold out "
+            f"{n_valid} + {n_test} for valid and test"
+        )
+    perm = np.random.default_rng(seed).permutation(len(groups))
+    which = {groups[i]: "valid" for i in perm[:n_valid]}
+    which.update({groups[i]: "test" for i in perm[n_valid : n_valid + n_test]})
+    index: dict[str, list[int]] = {"train": [], "valid": [], "test": []}
+    for i, en in enumerate(text.src):
+        index[which.get(en, "train")].append(i)
+    out = {}
+    for name, idx in index.items():
+        part = text.select(idx)
+        part.source = f"{text.source} ({name} split)"
+        out[name] = part if direction == "en-zh" else part.reversed()
+    out["train"].n_empty_skipped = text.n_empty_skipped
+    return out
+
+
+SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid", "test": "test",
+               "test2016": "test", "test_2016_flickr": "test"}
+"""Split names accepted by ``load_split`` -> the canonical train / valid / test."""
+
+
+def holdout_index(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) positions: a seeded ``fraction`` of ``n`` pairs (at least one) held out."""
+    if n < 2:
+        raise DataError(f"{n} sentence pair(s): at least 2 are needed to hold out a validation split")
+    n_valid = min(n - 1, max(1, round(n * fraction)))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+
+
+def load_split(data: Any, split: str) -> ParallelText:
+    """The sentence pairs of ``split`` (train, valid/val, test/test2016) of a translation data config
+    (``lmlab.config.DataConfig``: corpus, src_lang, tgt_lang, root, the file keys, val_fraction).
+
+    ``files`` without validation files hold out a seeded ``val_fraction`` of the training pairs.
+    A corpus that is not where it should be is a ``DataError`` naming the path and how to pass another.
+    """
+    if split not in SPLIT_NAMES:
+        raise DataError(f"unknown split '{split}'; valid: train, valid (val), test (test2016)")
+    split = SPLIT_NAMES[split]
+    corpus = data.corpus
+    if corpus == "multi30k":
+        base = Path(data.root).expanduser() if data.root else default_data_root() / "multi30k"
+        if not (base / "raw").is_dir():
+            raise DataError(
+                f"Multi30k not found: {base / 'raw'} does not exist. Pass data.root=DIR (the folder "
+                "holding raw/train.en.gz), or set LMLAB_DATA to the folder holding multi30k/"
+            )
+        name = {"train": "train", "valid": "val", "test": "test"}[split]
+        return load_multi30k(name, data.src_lang, data.tgt_lang, root=base)
+    if corpus == "tatoeba-cmn":
+        base = Path(data.root).expanduser() if data.root else default_data_root() / "tatoeba_cmn_eng"
+        path = base if base.is_file() else base / "cmn.txt"
+        if not path.is_file():
+            raise DataError(
+                f"Tatoeba English-Mandarin not found: {path} does not exist. Pass data.root=DIR (the "
+                "folder holding cmn.txt), or set LMLAB_DATA to the folder holding tatoeba_cmn_eng/"
+            )
+        return tatoeba_splits(path, f"{data.src_lang}-{data.tgt_lang}")[split]
+    if corpus != "files":
+        raise DataError(f"unknown data.corpus '{corpus}'; valid: multi30k, tatoeba-cmn, files")
+
+    def files(name: str) -> ParallelText | None:
+        tsv, src, tgt = (getattr(data, f"{name}_{k}", None) for k in ("tsv", "src", "tgt"))
+        if tsv:
+            return read_tsv(tsv)
+        if src and tgt:
+            return read_parallel(src, tgt)
+        return None
+
+    if split == "test":
+        test = files("test")
+        if test is None:
+            raise DataError(
+                "this run has no test split: set data.test_src + data.test_tgt (or data.test_tsv), or "
+                "score a file pair with --src FILE --ref FILE"
+            )
+        return test
+    valid = files("valid")
+    if split == "valid" and valid is not None:
+        return valid
+    train = files("train")
+    if train is None:
+        raise DataError("data.corpus=files needs data.train_src + data.train_tgt, or data.train_tsv")
+    if valid is not None:
+        return train
+    keep, held = holdout_index(len(train), data.val_fraction)
+    part = train.select(held if split == "valid" else keep)
+    part.source = f"{train.source} ({split} split: {len(held)} of {len(train)} pairs held out)"
+    part.n_empty_skipped = train.n_empty_skipped if split == "train" else 0
+    return part
+
+
 # ---------------------------------------------------------------------------------------------------
 # Token ids
 # ---------------------------------------------------------------------------------------------------

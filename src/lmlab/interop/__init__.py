@@ -5,8 +5,8 @@
     save_run(model, tokenizer, cfg, DIR)  writes an lmlab run directory (a step-0 checkpoint)
     convert(SRC, DST, to='hf'|'lmlab')    the ``lmlab convert`` command
 
-Supported model types: ``gpt2`` (see ``interop/gpt2.py``). None of this needs ``transformers``
-installed: the files are read and written with ``safetensors`` and ``tokenizers``.
+Supported model types: ``gpt2`` (see ``interop/gpt2.py``) and ``bert`` (``interop/bert.py``). None of
+this needs ``transformers`` installed: the files are read and written with ``safetensors`` and ``tokenizers``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 
 from lmlab.config import RunConfig, TokenizerConfig, save_config
 from lmlab.errors import CheckpointError, ConfigError
+from lmlab.interop.bert import bert_config_from_hf, export_hf_bert, import_hf_bert, is_bert_model
 from lmlab.interop.gpt2 import (
     HF_CONFIG_FILE,
     export_hf_gpt2,
@@ -44,9 +45,12 @@ __all__ = [
     "gpt_config_from_hf",
     "state_dict_from_hf",
     "state_dict_to_hf",
+    "import_hf_bert",
+    "export_hf_bert",
+    "bert_config_from_hf",
 ]
 
-SUPPORTED_MODEL_TYPES = ("gpt2",)
+SUPPORTED_MODEL_TYPES = ("gpt2", "bert")
 
 
 def is_hf_dir(path: str | Path) -> bool:
@@ -73,6 +77,8 @@ def import_hf(path: str | Path) -> tuple[nn.Module, Any]:
     model_type = read_hf_config(path).get("model_type")
     if model_type == "gpt2":
         return import_hf_gpt2(path)
+    if model_type == "bert":
+        return import_hf_bert(path)
     raise _unsupported(model_type)
 
 
@@ -84,8 +90,11 @@ def export_hf(model: nn.Module, tokenizer: Any, out_dir: str | Path) -> Path:
     model = unwrap_model(model)
     if isinstance(model, GPT):
         return export_hf_gpt2(model, tokenizer, out_dir)
+    if is_bert_model(model):
+        return export_hf_bert(model, tokenizer, out_dir)
     raise ConfigError(
-        f"no Hugging Face export for {type(model).__name__} models yet; supported: GPT (as gpt2)"
+        f"no Hugging Face export for {type(model).__name__} models yet; "
+        "supported: GPT (as gpt2), Bert and its heads (as bert)"
     )
 
 
@@ -93,6 +102,14 @@ def hf_run_config(model: nn.Module, tokenizer: Any, source: str | Path | None = 
     """A RunConfig describing an imported model (family, model section, tokenizer kind)."""
     from lmlab.models.gpt import GPT
 
+    if is_bert_model(model):
+        return RunConfig(
+            family="bert",
+            task="mlm",
+            description=f"imported from Hugging Face: {source}" if source else "imported from Hugging Face",
+            model=dataclasses.replace(model.config),
+            tokenizer=TokenizerConfig(kind="wordpiece", vocab_size=getattr(tokenizer, "vocab_size", 0) or 1),
+        )
     if not isinstance(model, GPT):
         raise ConfigError(f"no lmlab family for {type(model).__name__}")
     kind = "char" if isinstance(tokenizer, CharTokenizer) else "bpe"
@@ -117,6 +134,11 @@ def save_run(model: nn.Module, tokenizer: Any, config: RunConfig, out_dir: str |
 
     if tokenizer is None:
         raise CheckpointError("an lmlab run needs a tokenizer, and this model has none")
+    if is_bert_model(model) or config.family == "bert":
+        raise ConfigError(
+            "BERT models cannot be saved as lmlab runs yet (lmlab has no masked-LM training task); "
+            "use them through lmlab.load(HF_DIR), or convert them --to hf"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = unwrap_model(model)

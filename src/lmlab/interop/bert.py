@@ -30,7 +30,8 @@ MiniLM, has none). The model class comes from ``architectures`` in config.json (
 BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertForTokenClassification), or
 else from the head tensors present. As transformers does, a pooler or NSP head that the chosen class
 lacks is dropped (bert-base-uncased ships both, but loads as a BertForMaskedLM); the buffers
-``embeddings.position_ids`` / ``token_type_ids`` of older checkpoints are ignored.
+``embeddings.position_ids`` / ``token_type_ids`` of older checkpoints are ignored, and their
+``LayerNorm.gamma`` / ``LayerNorm.beta`` names are read as ``weight`` / ``bias``.
 
 Not supported (refused with an error naming the setting): ``position_embedding_type`` other than
 absolute, ``is_decoder`` / ``add_cross_attention``, ``tie_word_embeddings: false``, activations other
@@ -128,6 +129,8 @@ _HEAD_KEYS = {  # never prefixed
     "classifier.bias": "classifier.bias",
 }
 _IGNORED = {"embeddings.position_ids", "embeddings.token_type_ids", "cls.predictions.decoder.weight"}
+_OLD_NORM_NAMES = re.compile(r"LayerNorm\.(gamma|beta)$")  # TF-era checkpoints (bert-base-uncased's .bin)
+_OLD_NORM = {"gamma": "weight", "beta": "bias"}
 _HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 _OUR_LAYER = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
@@ -173,7 +176,7 @@ def bert_config_from_hf(hf_config: Mapping[str, Any]) -> BertConfig:
         )
     id2label = hf_config.get("id2label")
     num_labels = len(id2label) if isinstance(id2label, dict) and id2label else hf_config.get("num_labels", 2)
-    pad = hf_config.get("pad_token_id", 0)
+    pad, cls_drop = hf_config.get("pad_token_id", 0), hf_config.get("classifier_dropout")
     try:
         hidden = int(_get(hf_config, "hidden_size", 768))
         cfg = BertConfig(
@@ -190,9 +193,7 @@ def bert_config_from_hf(hf_config: Mapping[str, Any]) -> BertConfig:
             norm_eps=float(_get(hf_config, "layer_norm_eps", 1e-12)),
             pad_token_id=None if pad is None else int(pad),
             num_labels=int(num_labels),
-            classifier_dropout=(
-                None if hf_config.get("classifier_dropout") is None else float(hf_config["classifier_dropout"])
-            ),
+            classifier_dropout=None if cls_drop is None else float(cls_drop),
         )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"Hugging Face BERT config has a value of the wrong type ({e})") from None
@@ -200,7 +201,9 @@ def bert_config_from_hf(hf_config: Mapping[str, Any]) -> BertConfig:
     return cfg
 
 
-def hf_config_from_bert(cfg: BertConfig, architecture: str = "BertForMaskedLM", dtype: str = "float32") -> dict:
+def hf_config_from_bert(
+    cfg: BertConfig, architecture: str = "BertForMaskedLM", dtype: str = "float32"
+) -> dict[str, Any]:
     """The BERT ``config.json`` dict (the fields of ``transformers.BertConfig``) for ``cfg``."""
     if architecture not in ARCHITECTURES:
         raise ConfigError(f"unknown BERT architecture '{architecture}'; valid: {', '.join(ARCHITECTURES)}")
@@ -254,14 +257,15 @@ def state_dict_from_hf(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     decoder_bias = None
     layers: set[int] = set()
     for key, value in sd.items():
-        if key in _HEAD_KEYS:
-            out[_HEAD_KEYS[key]] = value
+        hf = _OLD_NORM_NAMES.sub(lambda m: "LayerNorm." + _OLD_NORM[m.group(1)], key)
+        if hf in _HEAD_KEYS:
+            out[_HEAD_KEYS[hf]] = value
             continue
-        if key == "cls.predictions.decoder.bias":
+        if hf == "cls.predictions.decoder.bias":
             decoder_bias = value
             continue
-        name = key.removeprefix("bert.")
-        if name in _IGNORED or key in _IGNORED:
+        name = hf.removeprefix("bert.")
+        if name in _IGNORED or hf in _IGNORED:
             continue
         if name in _EMBEDDING_KEYS:
             out[f"bert.{_EMBEDDING_KEYS[name]}"] = value
@@ -285,11 +289,11 @@ def state_dict_from_hf(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     missing: list[str] = []
     for i in sorted(layers):
         for p in ("weight", "bias"):
-            parts = [qkv.get((i, f"{n}.{p}")) for n in _QKV]
-            if any(t is None for t in parts):
-                missing += [f"encoder.layer.{i}.attention.self.{n}.{p}" for n, t in zip(_QKV, parts) if t is None]
+            absent = [f"encoder.layer.{i}.attention.self.{n}.{p}" for n in _QKV if (i, f"{n}.{p}") not in qkv]
+            if absent:
+                missing += absent
             else:
-                out[f"bert.blocks.{i}.self_attn.in_proj.{p}"] = torch.cat(parts, dim=0)
+                out[f"bert.blocks.{i}.self_attn.in_proj.{p}"] = torch.cat([qkv[i, f"{n}.{p}"] for n in _QKV])
     if "mlm.decoder.bias" not in out and decoder_bias is not None:
         out["mlm.decoder.bias"] = decoder_bias
     n_layer = max(layers) + 1 if layers else 0
@@ -370,7 +374,7 @@ def _build(cls: type[nn.Module], cfg: BertConfig, sd: Mapping[str, torch.Tensor]
     return cls(cfg)
 
 
-def load_bert_weights(model: nn.Module, sd: Mapping[str, torch.Tensor], where: str = "the checkpoint") -> None:
+def load_bert_weights(model: nn.Module, sd: Mapping[str, torch.Tensor], where: str = "checkpoint") -> None:
     """Copy ``state_dict_from_hf``'s output into ``model`` (float32), dropping a pooler / head the
     model lacks; CheckpointError naming missing, unexpected or mis-shaped tensors."""
     if isinstance(model, Bert):
@@ -478,6 +482,11 @@ def import_hf_bert(hf_dir: str | Path) -> tuple[nn.Module, WordPieceTokenizer | 
             stacklevel=2,
         )
     return model, tokenizer
+
+
+def is_bert_model(model: nn.Module) -> bool:
+    """True for lmlab's Bert and its heads (exactly those classes)."""
+    return type(model) in ARCHITECTURES.values()
 
 
 def architecture_of(model: nn.Module) -> str:
