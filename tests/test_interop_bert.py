@@ -4,6 +4,7 @@ sentence-transformers."""
 
 import json
 import os
+import pathlib
 import random
 
 import pytest
@@ -20,7 +21,8 @@ pytestmark = [
 ]
 
 import lmlab  # noqa: E402
-from lmlab.errors import CheckpointError, ConfigError  # noqa: E402
+from lmlab.cli import main as cli_main  # noqa: E402
+from lmlab.errors import CheckpointError, ConfigError, GenerationError  # noqa: E402
 from lmlab.interop import convert, export_hf, import_hf  # noqa: E402
 from lmlab.interop.bert import bert_config_from_hf, state_dict_from_hf, state_dict_to_hf  # noqa: E402
 from lmlab.models.bert import (  # noqa: E402
@@ -304,8 +306,6 @@ def test_lmlab_load_and_convert(tmp_path):
     again, tok2 = import_hf(out)
     a, b = p.model.state_dict(), again.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a) and tok2.encode(TEXT[0]) == tok.encode(TEXT[0])
-    with pytest.raises(ConfigError, match="cannot be saved as lmlab runs"):
-        convert(hf_dir, tmp_path / "run", to="lmlab")
     with pytest.raises(lmlab.LmlabError, match="does not generate"):
         p.generate("a good")
 
@@ -367,3 +367,131 @@ def test_unsupported_settings_and_bin(tmp_path):
     torch.save(unsafe, tmp_path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="refusing to load"):
         import_hf(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# BERT runs (convert --to lmlab and back), fill-mask, embed, and pickles that would run code
+
+
+@pytest.fixture(scope="module")
+def mlm_dir(tmp_path_factory):
+    """A tiny random BertForMaskedLM with a WordPiece tokenizer, saved by transformers itself."""
+    d = tmp_path_factory.mktemp("mlm")
+    tok = WordPieceTokenizer.train(TEXT * 4, vocab_size=150)
+    ref = hf_model(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=40,
+    )
+    ref.save_pretrained(d)
+    transformers.BertTokenizerFast(tokenizer_object=tok.tokenizer, do_lower_case=True).save_pretrained(d)
+    return d
+
+
+def cli(capsys, *argv):
+    capsys.readouterr()
+    rc = cli_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_bert_run_round_trip(tmp_path, mlm_dir, capsys):
+    """HF BertForMaskedLM -> lmlab run (family bert, task mlm, WordPiece) -> HF: identical tensors."""
+    run = tmp_path / "run"
+    rc, _, err = cli(capsys, "convert", mlm_dir, run, "--to", "lmlab")
+    assert rc == 0, err
+    saved = (run / "config.yaml").read_text()
+    assert "family: bert" in saved and "task: mlm" in saved and "kind: wordpiece" in saved
+    p, q = lmlab.load(mlm_dir), lmlab.load(run)
+    assert type(q.model) is BertForMaskedLM and isinstance(q.tokenizer, WordPieceTokenizer)
+    assert q.config.family == "bert" and q.config.task == "mlm" and q.checkpoint is not None
+    assert q.tokenizer.encode(TEXT[1]) == p.tokenizer.encode(TEXT[1])
+    a, b = p.model.state_dict(), q.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    masked = "a single [MASK] in want of a wife"
+    assert q.fill_mask(masked) == p.fill_mask(masked)
+    assert torch.equal(q.embed(TEXT), p.embed(TEXT))
+
+    back = tmp_path / "back"
+    rc, _, err = cli(capsys, "convert", run, back, "--to", "hf")
+    assert rc == 0, err
+    ref = transformers.AutoModelForMaskedLM.from_pretrained(mlm_dir).state_dict()
+    again = transformers.AutoModelForMaskedLM.from_pretrained(back).state_dict()
+    assert again.keys() == ref.keys() and all(torch.equal(again[k], ref[k]) for k in ref)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(back)
+    for s in SAMPLES + TEXT:
+        assert hf_tok.encode(s) == p.tokenizer.encode(s)
+
+    # a BERT without the masked-LM head cannot be a 'bert' run (which is a masked LM)
+    bare = tmp_path / "bare"
+    small = WordPieceTokenizer.train(TEXT, vocab_size=60)
+    hf_model("BertModel", **{**CONFIGS[0], "vocab_size": small.vocab_size}).save_pretrained(bare)
+    small.save(bare / "tokenizer.json")
+    with pytest.raises(ConfigError, match="only a BertForMaskedLM can be saved as an lmlab run.*BertModel"):
+        convert(bare, tmp_path / "bare_run", to="lmlab")
+    assert not (tmp_path / "bare_run").exists()
+
+
+def test_fill_mask(mlm_dir, capsys):
+    text = "a single [MASK] in possession of a good [MASK], must be"
+    p = lmlab.load(mlm_dir)
+    fills = p.fill_mask(text, top_k=4)
+    assert len(fills) == 2 and all(len(f) == 4 for f in fills)
+    pipe = transformers.pipeline("fill-mask", model=str(mlm_dir), top_k=4)
+    for ours, theirs in zip(fills, pipe(text)):
+        assert [p.tokenizer.tokenizer.token_to_id(t) for t, _ in ours] == [r["token"] for r in theirs]
+        assert all(abs(prob - r["score"]) <= 1e-5 for (_, prob), r in zip(ours, theirs))
+        assert [prob for _, prob in ours] == sorted((prob for _, prob in ours), reverse=True)
+
+    rc, out, err = cli(capsys, "fill-mask", mlm_dir, text, "--top-k", "4")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "[MASK] 1/2:" and lines[5] == "[MASK] 2/2:" and len(lines) == 10
+    assert lines[1].split() == [f"{fills[0][0][1]:.4f}", fills[0][0][0]]
+    rc, out, _ = cli(capsys, "fill-mask", mlm_dir, text, "--top-k", "4", "--json")
+    assert rc == 0 and json.loads(out) == [[{"token": t, "prob": pr} for t, pr in f] for f in fills]
+
+    with pytest.raises(GenerationError, match="no \\[MASK\\] token"):
+        p.fill_mask("nothing to fill")
+    with pytest.raises(GenerationError, match="top_k"):
+        p.fill_mask(text, top_k=0)
+    rc, _, err = cli(capsys, "fill-mask", mlm_dir, "a [MASK] " * 30)
+    assert rc == 2 and "more than the model's context (40)" in err
+
+
+def test_fill_mask_needs_a_masked_lm_head(minilm_dir, capsys):
+    rc, _, err = cli(capsys, "fill-mask", minilm_dir, "The man went to the [MASK].")
+    assert rc == 2 and "this model has no masked-LM head" in err and "embed" in err
+
+
+def test_embed_cli(mlm_dir, capsys):
+    rc, out, err = cli(capsys, "embed", mlm_dir, *TEXT)
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    expected = lmlab.load(mlm_dir).embed(TEXT)
+    assert len(rows) == 2 and (torch.tensor(rows) - expected).abs().max() <= 1e-6
+    rc, out, _ = cli(capsys, "embed", mlm_dir, "hi", "--no-normalize")
+    assert rc == 0 and abs(torch.tensor(json.loads(out)).norm().item() - 1.0) > 1e-3
+
+
+class _Evil:
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_unsafe_bin_is_refused(tmp_path, capsys):
+    ref = hf_model(**CONFIGS[0])
+    ref.config.save_pretrained(tmp_path)
+    marker = tmp_path / "pwned"
+    torch.save({**ref.state_dict(), "payload": _Evil(marker)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="execute arbitrary code"):
+        import_hf(tmp_path)
+    rc, _, err = cli(capsys, "convert", tmp_path, tmp_path / "out", "--to", "hf")
+    assert rc == 2 and "refusing to load" in err and "execute arbitrary code" in err
+    assert not marker.exists()

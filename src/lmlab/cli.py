@@ -9,6 +9,8 @@
     lmlab translate RUN_DIR "text" | --input FILE [--output FILE] [--beam 4 --length-penalty 0.6 --average K]
     lmlab attention RUN_DIR TEXT --out map.png [--layer L --head H]
     lmlab convert SRC DST --to hf|lmlab
+    lmlab fill-mask BERT_RUN_OR_HF_DIR "The man went to the [MASK]." [--top-k 5] [--json]
+    lmlab embed BERT_RUN_OR_HF_DIR "text" ["more text" ...] [--no-normalize]
 """
 
 from __future__ import annotations
@@ -192,6 +194,28 @@ def cmd_attention(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_fill_mask(args: argparse.Namespace) -> None:
+    from lmlab.pipeline import load
+
+    p = load(args.run_dir, device=args.device)
+    fills = p.fill_mask(args.text, top_k=args.top_k)
+    if args.json:
+        print(json.dumps([[{"token": t, "prob": prob} for t, prob in fill] for fill in fills]))
+        return
+    for n, fill in enumerate(fills, 1):
+        print(f"[MASK] {n}/{len(fills)}:")
+        for token, prob in fill:
+            print(f"  {prob:.4f}  {token}")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from lmlab.pipeline import load
+
+    p = load(args.run_dir, device=args.device)
+    for row in p.embed(args.texts, normalize=not args.no_normalize).tolist():
+        print(json.dumps([round(x, 6) for x in row]))
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     from lmlab.interop import convert
 
@@ -284,6 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", required=True, choices=["hf", "lmlab"], help="hf: a transformers directory; lmlab: a run"
     )
     p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("fill-mask", help="the likeliest words for each [MASK] (a BERT masked LM)")
+    p.add_argument("run_dir", help="a BERT run, or a Hugging Face BertForMaskedLM directory")
+    p.add_argument("text", help='text with one or more [MASK], e.g. "The man went to the [MASK]."')
+    p.add_argument("--top-k", type=int, default=5, help="how many fillers per [MASK] (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON list (per [MASK]: token, prob)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_fill_mask)
+
+    p = sub.add_parser("embed", help="sentence embeddings from a BERT encoder (one JSON list a line)")
+    p.add_argument("run_dir", help="a BERT run or Hugging Face directory (e.g. all-MiniLM-L6-v2)")
+    p.add_argument("texts", nargs="+", help="the texts to embed")
+    p.add_argument("--no-normalize", action="store_true", help="mean-pooled, not L2-normalised")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_embed)
     return parser
 
 

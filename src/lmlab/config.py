@@ -22,7 +22,7 @@ from lmlab.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
-TOKENIZER_KINDS = ("char", "bpe")
+TOKENIZER_KINDS = ("char", "bpe", "wordpiece")
 CORPORA = ("multi30k", "tatoeba-cmn", "files")
 TRANSLATION_DATA_KEYS = (
     "corpus", "src_lang", "tgt_lang", "root", "train_src", "train_tgt", "valid_src", "valid_tgt",
@@ -48,7 +48,8 @@ def _check_choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
 @dataclass
 class TokenizerConfig:
     kind: str = "char"
-    """'char' (characters, with UTF-8 byte fallback for unseen ones) or 'bpe' (byte-level BPE)."""
+    """'char' (characters, with UTF-8 byte fallback for unseen ones) or 'bpe' (byte-level BPE);
+    'wordpiece' is BERT's (masked-LM runs, e.g. a BERT converted with `lmlab convert --to lmlab`)."""
     vocab_size: int = 4096
     """Target vocabulary size for 'bpe' (ignored for 'char')."""
     path: str | None = None
@@ -439,6 +440,14 @@ LANGUAGES = {"multi30k": ("en", "de"), "tatoeba-cmn": ("en", "zh")}
 def check_task(cfg: RunConfig) -> None:
     """Settings that depend on each other across sections (the task, the family and the data keys)."""
     d = cfg.data
+    if cfg.family == "bert" and cfg.task == "lm":
+        raise ConfigError(
+            "family 'bert' is a bidirectional encoder: it cannot be trained on next-token prediction "
+            "(task 'lm'; use a causal family such as gpt); a BERT run has task 'mlm' (masked language "
+            "modelling, whose pretraining is not available yet)"
+        )
+    if cfg.task == "mlm" and cfg.family != "bert":
+        raise ConfigError(f"task 'mlm' (masked language modelling) needs family 'bert', not '{cfg.family}'")
     if cfg.task != "translation":
         used = [k for k in TRANSLATION_DATA_KEYS if getattr(d, k) is not None]
         if used and cfg.task == "lm":

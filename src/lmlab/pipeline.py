@@ -110,6 +110,45 @@ class Pipeline:
                 out.append(encoder.embed(**batch, normalize=normalize).float().cpu())
         return torch.cat(out)
 
+    def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """For each ``[MASK]`` of ``text`` (in order), the ``top_k`` most likely tokens of a BERT masked
+        LM with their probabilities (softmax over the whole vocabulary), most likely first."""
+        from lmlab.errors import GenerationError
+        from lmlab.models.bert import Bert, BertForMaskedLM, BertForPreTraining
+
+        if not isinstance(self.model, (BertForMaskedLM, BertForPreTraining)):
+            if isinstance(self.model, Bert) or hasattr(self.model, "bert"):
+                raise ConfigError(
+                    f"this model has no masked-LM head (it is a {type(self.model).__name__}, e.g. a "
+                    "sentence-embedding checkpoint): fill-mask needs a BertForMaskedLM; use embed instead"
+                )
+            family = self.config.family
+            raise ConfigError(f"fill-mask needs a BERT masked language model, not a '{family}' model")
+        mask_id = getattr(self.tokenizer, "mask_id", None)
+        if mask_id is None:
+            raise ConfigError("the tokenizer has no [MASK] token")
+        if not isinstance(text, str):
+            raise GenerationError(f"text must be a string, got {type(text).__name__}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise GenerationError(f"top_k must be an integer >= 1, got {top_k!r}")
+        ids = self.tokenizer.encode(text)
+        where = [i for i, t in enumerate(ids) if t == mask_id]
+        if not where:
+            raise GenerationError("the text has no [MASK] token: write [MASK] where a word is missing")
+        block = self.model.config.block_size
+        if len(ids) > block:
+            raise GenerationError(f"the text has {len(ids)} tokens, more than the model's context ({block})")
+        with torch.no_grad():
+            logits = self.model(torch.tensor([ids], device=self.device))
+            if isinstance(logits, tuple):  # BertForPreTraining: (masked-LM logits, next-sentence logits)
+                logits = logits[0]
+            probs = logits[0, where].float().softmax(-1)[:, : self.tokenizer.vocab_size].cpu()
+        top = probs.topk(min(top_k, probs.size(-1)), dim=-1)
+        return [
+            [(self.tokenizer.token_to_str(int(i)), float(p)) for p, i in zip(ps, idx)]
+            for ps, idx in zip(top.values, top.indices)
+        ]
+
     def evaluate(self, data: str | Path | None = None, batch_size: int = 64) -> dict[str, float]:
         """Mean next-token ``loss``, ``perplexity`` and the number of ``tokens`` predicted, over
         non-overlapping windows of the validation split of the run's data, or of the whole of
@@ -126,6 +165,11 @@ class Pipeline:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         block = self.config.data.block_size or self.config.model.block_size
         if data is None:
+            if self.path is not None and self.checkpoint is None and (self.path / "config.json").is_file():
+                raise DataError(
+                    f"{self.path} is a Hugging Face model directory, which holds no run data: pass the "
+                    "text to evaluate on with data=FILE (--data FILE)"
+                )
             if self.path is None or not (self.path / "data").exists():
                 raise DataError(
                     f"the run's token cache ({self.path}/data) is missing: pass data=FILE (--data FILE)"
@@ -234,7 +278,9 @@ def load(
     loaded; ``lmlab.checkpoint.average_checkpoints``), as the paper does with K = 5.
 
     A Hugging Face model directory (``config.json`` with a ``model_type``, e.g. a GPT-2 saved with
-    ``save_pretrained``) is imported instead (see ``lmlab.interop``).
+    ``save_pretrained``) is imported instead (see ``lmlab.interop``). A path that does not exist but
+    looks like a hub name (``gpt2``, ``org/name``) is downloaded with huggingface_hub when it is
+    installed and the hub can be reached (``lmlab.interop.hub``); otherwise the error says what to pass.
 
     A run directory skips corrupt or truncated checkpoints with a warning and uses the newest
     complete one; a checkpoint directory given explicitly must itself be complete (CheckpointError
@@ -245,8 +291,12 @@ def load(
     """
     from lmlab.checkpoint import validate_checkpoint
 
-    path = Path(path)
+    name, path = str(path), Path(path)
     if not path.exists():
+        from lmlab.interop.hub import hub_snapshot, looks_like_hub_name
+
+        if looks_like_hub_name(name):  # 'gpt2', 'org/name': a Hugging Face hub model (lmlab[hf])
+            return load_hf(hub_snapshot(name), device, quantize)
         raise CheckpointError(f"no such run directory or checkpoint: {path}")
     if not path.is_dir():
         raise CheckpointError(f"{path} is a file; pass a run directory or a checkpoint directory")

@@ -284,6 +284,15 @@ def train_run(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
 
     if cfg.task == "translation":
         return _train_translation(cfg, run_dir)
+    if cfg.task == "mlm" or cfg.family == "bert":
+        from lmlab.config import check_task
+
+        check_task(cfg)  # refuses family 'bert' with task 'lm' (a bidirectional encoder)
+        raise ConfigError(
+            "masked-LM pretraining (task 'mlm', family 'bert') is not available yet: a BERT run (e.g. one "
+            "made by `lmlab convert HF_DIR RUN --to lmlab`) can be loaded, used for fill-mask and embed, "
+            "and converted back --to hf, but not trained"
+        )
     if cfg.task != "lm":
         raise ConfigError(f"unknown task '{cfg.task}'; valid: lm, translation")
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -2,11 +2,14 @@
 
     import_hf(HF_DIR)                     -> (model, tokenizer or None), by config.json's model_type
     export_hf(model, tokenizer, OUT_DIR)  writes config.json, model.safetensors, tokenizer files
-    save_run(model, tokenizer, cfg, DIR)  writes an lmlab run directory (a step-0 checkpoint)
+    save_run(model, tokenizer, cfg, DIR)  writes an lmlab run directory (a step-0 checkpoint): a GPT
+                                          (task lm) or a BertForMaskedLM (family bert, task mlm)
     convert(SRC, DST, to='hf'|'lmlab')    the ``lmlab convert`` command
 
 Supported model types: ``gpt2`` (see ``interop/gpt2.py``) and ``bert`` (``interop/bert.py``). None of
 this needs ``transformers`` installed: the files are read and written with ``safetensors`` and ``tokenizers``.
+Hub names (``gpt2``, ``org/name``) are downloaded by ``lmlab.load`` with huggingface_hub when it is
+installed (``interop/hub.py``).
 """
 
 from __future__ import annotations
@@ -134,14 +137,19 @@ def save_run(model: nn.Module, tokenizer: Any, config: RunConfig, out_dir: str |
 
     if tokenizer is None:
         raise CheckpointError("an lmlab run needs a tokenizer, and this model has none")
+    model = unwrap_model(model)
     if is_bert_model(model) or config.family == "bert":
-        raise ConfigError(
-            "BERT models cannot be saved as lmlab runs yet (lmlab has no masked-LM training task); "
-            "use them through lmlab.load(HF_DIR), or convert them --to hf"
-        )
+        from lmlab.interop.bert import architecture_of
+        from lmlab.models.bert import BertForMaskedLM
+
+        if type(model) is not BertForMaskedLM:
+            name = architecture_of(model) if is_bert_model(model) else type(model).__name__
+            raise ConfigError(
+                f"only a BertForMaskedLM can be saved as an lmlab run (a 'bert' run is a masked LM), not a "
+                f"{name}: use it through lmlab.load(HF_DIR), or convert it --to hf"
+            )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = unwrap_model(model)
     tokenizer.save(out / TOKENIZER_FILE)
     save_config(config, out / CONFIG_FILE)
     state = {

@@ -483,6 +483,8 @@ def save_hf_tokenizer(
     tok_config: dict[str, Any] = {
         "model_max_length": model_max_length,
         "clean_up_tokenization_spaces": False,
+        # no token_type_ids: GPT-2 would add them to the input as embeddings of token 0
+        "model_input_names": ["input_ids", "attention_mask"],
     }
     if isinstance(tokenizer, CharTokenizer):
         hf_tok = char_tokenizer_to_hf(tokenizer)
