@@ -92,9 +92,9 @@ def _say_averaged(p: Any) -> None:
 
 
 def _read_lines(path: str) -> list[str]:
-    """The lines of a UTF-8 text file (a BOM and CR line endings dropped)."""
+    """The lines of a UTF-8 text file, or of stdin for '-' (a BOM and CR line endings dropped)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise LmlabError(f"{path} is not UTF-8 text ({e})") from None
     lines = text.removeprefix("\ufeff").split("\n")
@@ -119,8 +119,10 @@ def _write_lines(path: str | None, lines: list[str]) -> None:
 def cmd_translate(args: argparse.Namespace) -> None:
     from lmlab.pipeline import load
 
-    if (args.text is None) == (args.input is None):
-        raise LmlabError("give either a TEXT to translate or --input FILE (one sentence a line), not both")
+    if args.text is None and args.input is None:
+        raise LmlabError("give a TEXT to translate or --input FILE (one sentence a line; - for stdin)")
+    if args.text is not None and args.input is not None:
+        raise LmlabError("give either a TEXT to translate or --input FILE, not both")
     p = load(args.run_dir, device=args.device, average=args.average)
     if not _is_translation(p):
         raise LmlabError(
@@ -278,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate text with a translation run")
     p.add_argument("run_dir")
     p.add_argument("text", nargs="?", default=None, help="a sentence to translate (or use --input)")
-    p.add_argument("--input", default=None, help="a UTF-8 file, one sentence a line")
+    p.add_argument("--input", default=None, help="a UTF-8 file, one sentence a line (- for stdin)")
     p.add_argument("--output", default=None, help="write the translations here, one a line (default: stdout)")
     p.add_argument("--beam", type=int, default=4, help="beam size (default 4; 1 is greedy search)")
     p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty (default 0.6)")

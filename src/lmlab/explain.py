@@ -84,9 +84,8 @@ def plot_attention(
 
     path = Path(path)
     _check_image_path(path)
-    n = max(len(rows), len(cols))
-    size = min(4 + 0.25 * n, 24)
-    fig = Figure(figsize=(size, size))
+    width, height = (min(4 + 0.25 * n, 24) for n in (len(cols), len(rows)))  # square for self-attention
+    fig = Figure(figsize=(width + 1, height) if width != height else (width, height))
     ax = fig.add_subplot()
     im = ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0)
     ax.set_xticks(range(len(cols)), [repr(c)[1:-1] for c in cols], rotation=90, fontsize=8)
@@ -122,7 +121,8 @@ def cross_attention(
 
     ``text`` is translated with ``pipeline.translate`` (beam search, ``beam`` beams), then the
     translation is fed back through the decoder with ``need_weights=True``: row t is the attention
-    of the step that produced target token t.
+    of the step that produced target token t (no ``</s>`` row when the search stopped at its
+    length limit before producing EOS).
     """
     if not isinstance(text, str):
         raise LmlabError(f"the text must be a string, got {type(text).__name__}")
@@ -139,7 +139,9 @@ def cross_attention(
     if head is not None and not 0 <= head < n_head:
         raise LmlabError(f"--head {head} out of range: the model has {n_head} heads (0..{n_head - 1})")
     hyp = pipeline.translate_ids([text], beam=beam)[0]
-    hyp = hyp[: int(model.config.max_len) - 1]  # BOS + hyp within the positions
+    # the search's limit (translate_ids' default): a shorter hypothesis ended with EOS
+    finished = len(hyp) < min(int(model.config.max_len), len(src) + 1 + 50)
+    fed = hyp if finished else hyp[:-1]  # BOS + fed: one position per generated token
     sp, tp = toks.src_special, toks.tgt_special
     device = pipeline.device
     was_training = model.training
@@ -147,14 +149,14 @@ def cross_attention(
     try:
         with torch.no_grad():
             src_t = torch.tensor([src + [sp.eos]], device=device)
-            tgt_t = torch.tensor([[tp.bos] + hyp], device=device)
+            tgt_t = torch.tensor([[tp.bos] + fed], device=device)
             memory = model.encode(src_t)
             _, weights = model.decode(tgt_t, memory, need_weights=True)
     finally:
         model.train(was_training)
     att = weights["cross"][layer][0]  # (H, T, S)
     att = att.mean(0) if head is None else att[head]
-    rows = [toks.tgt.token_to_str(i) for i in hyp] + ["</s>"]
+    rows = [toks.tgt.token_to_str(i) for i in hyp] + (["</s>"] if finished else [])
     cols = [toks.src.token_to_str(i) for i in src] + ["</s>"]
     return att.float().cpu(), rows, cols
 
