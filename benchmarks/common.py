@@ -7,9 +7,11 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue as queue_module
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,18 +98,6 @@ def set_threads(n: int) -> None:
 # timing
 
 
-def time_call(fn: Callable[[], Any], repeats: int = 1, warmup: int = 1) -> list[float]:
-    """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
@@ -152,7 +142,18 @@ def peak_gflops(quick: bool, bf16: bool = True) -> dict[str, dict[str, float]]:
 # isolated runs (a fresh process per measurement: clean allocator, no leftovers, a time limit)
 
 
+_PROGRESS: Any = None  # the queue to the parent, inside a process started by ``run_isolated``
+
+
+def mark_started() -> None:
+    """Tell ``run_isolated``'s parent that the timed work begins now (set-up done); no-op elsewhere."""
+    if _PROGRESS is not None:
+        _PROGRESS.put(("started", None))
+
+
 def _child(fn: Callable[..., Any], kwargs: dict[str, Any], threads: int, queue: Any) -> None:
+    global _PROGRESS
+    _PROGRESS = queue
     try:
         set_threads(threads)
         queue.put(("ok", fn(**kwargs)))
@@ -160,27 +161,56 @@ def _child(fn: Callable[..., Any], kwargs: dict[str, Any], threads: int, queue: 
         queue.put(("error", f"{type(e).__name__}: {e}"))
 
 
+@dataclass
+class Isolated:
+    """What ``run_isolated`` got back."""
+
+    value: Any = None
+    timed_out: bool = False
+    work_s: float | None = None
+    """Seconds from the child's ``mark_started()`` to the end (result or time limit); None if never marked."""
+
+
 def run_isolated(
     fn: Callable[..., Any], kwargs: dict[str, Any], timeout: float | None = None, threads: int = 0
-) -> Any:
-    """``fn(**kwargs)`` in a fresh (spawned) process -> its result; None when it ran past ``timeout`` s.
+) -> Isolated:
+    """``fn(**kwargs)`` in a fresh (spawned) process, stopped after ``timeout`` seconds.
 
-    ``fn`` must be a module-level function and its result picklable. Raises RuntimeError if it failed.
+    ``fn`` must be a module-level function and its result picklable; it may call ``mark_started()``
+    when its set-up is done, so that a stopped run can still bound the time its work took.
+    Raises RuntimeError if ``fn`` failed or the process died.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, kwargs, threads or torch.get_num_threads(), queue))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    started: float | None = None
     proc.start()
     try:
-        status, value = queue.get(timeout=timeout)
-    except Exception:  # queue.Empty: the time limit passed
-        proc.terminate()
+        while True:
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if wait <= 0:
+                return Isolated(
+                    timed_out=True, work_s=None if started is None else time.monotonic() - started
+                )
+            try:
+                status, value = queue.get(timeout=wait)
+            except queue_module.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(
+                        f"{getattr(fn, '__name__', fn)}: the subprocess died (exit code {proc.exitcode})"
+                    ) from None
+                continue
+            if status == "started":
+                started = time.monotonic()
+            elif status == "error":
+                raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed in a subprocess: {value}")
+            else:
+                return Isolated(value=value, work_s=None if started is None else time.monotonic() - started)
+    finally:
+        if proc.is_alive():
+            proc.terminate()
         proc.join()
-        return None
-    proc.join()
-    if status == "error":
-        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed in a subprocess: {value}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,14 +17,19 @@ and teacher-forced: the int8 model's top-1 on fp32's sequence); agreement with t
 
     .venv/bin/python benchmarks/generation.py            # full: GPT-2 small, 128 new tokens
     .venv/bin/python benchmarks/generation.py --quick    # smoke run: a small model, seconds
+
+On a machine shared with other work, pass ``--threads 1``: a multi-threaded op waits for its slowest
+thread, and a thread that has to share its core with another process stalls it by a whole time slice.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,7 +42,6 @@ from common import (
     markdown_table,
     median,
     set_threads,
-    time_call,
     write_results,
 )
 
@@ -89,18 +93,47 @@ def lm_generate(
     return generate(model, prompt, n_new, temperature=0, use_cache=use_cache)[:, prompt.size(1) :]
 
 
-def timed(
-    fn: Callable[[torch.Tensor, int], torch.Tensor], prompt: torch.Tensor, n_new: int, repeats: int
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """Run ``fn(prompt, n_new)`` (after a short warm-up) ``repeats`` times -> (figures, new tokens)."""
-    fn(prompt, min(4, n_new))
-    out: list[torch.Tensor] = []
-    times = time_call(lambda: out.append(fn(prompt, n_new)), repeats=repeats, warmup=0)
-    tokens = out[-1]
-    if tokens.shape != (prompt.size(0), n_new):
-        raise RuntimeError(f"expected {n_new} new tokens per row, got shape {tuple(tokens.shape)}")
-    t = median(times)
-    return {"times_s": times, "median_s": t, "tokens_per_s": prompt.size(0) * n_new / t}, tokens
+@dataclass
+class Row:
+    """One timed configuration: ``fn(prompt, n_new)`` -> (B, n_new) new tokens."""
+
+    label: str
+    batch: int
+    fn: Callable[[torch.Tensor, int], torch.Tensor]
+    prompt: torch.Tensor
+    repeats: int
+    note: str = ""
+    times: list[float] = field(default_factory=list)
+    tokens: torch.Tensor | None = None
+
+    def time_once(self, n_new: int) -> float:
+        t0 = time.perf_counter()
+        tokens = self.fn(self.prompt, n_new)
+        t = time.perf_counter() - t0
+        if tokens.shape != (self.batch, n_new):
+            raise RuntimeError(
+                f"{self.label}: expected {n_new} new tokens per row, got {tuple(tokens.shape)}"
+            )
+        self.times.append(t)
+        self.tokens = tokens
+        return t
+
+    def figures(self, n_new: int) -> dict[str, Any]:
+        t = median(self.times)
+        return {"times_s": self.times, "median_s": t, "tokens_per_s": self.batch * n_new / t}
+
+
+def time_rows(rows: list[Row], n_new: int) -> None:
+    """Warm every row up (a 4-token generation), then time the rows in turns (round r: every row with
+    more than r repeats), so that a burst of load on a shared machine hits all rows alike."""
+    for row in rows:
+        row.fn(row.prompt, min(4, n_new))
+    for r in range(max(row.repeats for row in rows)):
+        for row in rows:
+            if r < row.repeats:
+                print(f"... round {r + 1}: {row.label}, batch {row.batch}", end="", flush=True)
+                t = row.time_once(n_new)
+                print(f": {row.batch * n_new / t:.1f} tokens/s ({t:.2f} s)", flush=True)
 
 
 def teacher_forced_agreement(
@@ -174,48 +207,46 @@ def main(argv: list[str] | None = None) -> int:
 
     gen = torch.Generator().manual_seed(args.seed + 2)
     prompt1 = torch.randint(0, cfg["vocab_size"], (1, args.prompt_len), generator=gen)
-    rows: list[tuple[str, int, str, dict[str, Any]]] = []  # (label, batch, note, figures)
-    toks: dict[tuple[str, int], torch.Tensor] = {}
-
-    def run(
-        label: str,
-        batch: int,
-        fn: Callable[[torch.Tensor, int], torch.Tensor],
-        prompt: torch.Tensor,
-        reps: int = repeats,
-        note: str = "",
-    ) -> None:
-        print(f"... {label}, batch {batch}", end="", flush=True)
-        fig, new = timed(fn, prompt, n_new, reps)
-        print(f": {fig['tokens_per_s']:.1f} tokens/s ({[round(t, 2) for t in fig['times_s']]} s)", flush=True)
-        rows.append((label, batch, note, fig))
-        toks[(label, batch)] = new
-
-    run("transformers fp32", 1, lambda p, n: hf_generate(hf, p, n), prompt1)
-    run("lmlab fp32 (cache)", 1, lambda p, n: lm_generate(ours, p, n), prompt1)
+    rows = [
+        Row("transformers fp32", 1, lambda p, n: hf_generate(hf, p, n), prompt1, repeats),
+        Row("lmlab fp32 (cache)", 1, lambda p, n: lm_generate(ours, p, n), prompt1, repeats),
+    ]
     if args.no_cache_ref:
-        run(
+        no_cache = Row(
             "lmlab fp32 (no cache)",
             1,
             lambda p, n: lm_generate(ours, p, n, use_cache=False),
             prompt1,
-            reps=1,
+            1,
             note="full recompute, reference",
         )
-    run("lmlab int8 (cache)", 1, lambda p, n: lm_generate(int8, p, n), prompt1)
-    bf16_model = None
-    if use_bf16:
-        bf16_model = _bf16_copy(ours)
-        run("lmlab bf16 (cache)", 1, lambda p, n: lm_generate(bf16_model, p, n), prompt1)
-
+        rows.append(no_cache)
+    rows.append(Row("lmlab int8 (cache)", 1, lambda p, n: lm_generate(int8, p, n), prompt1, repeats))
+    bf16_model = _bf16_copy(ours) if use_bf16 else None
+    if bf16_model is not None:
+        rows.append(
+            Row("lmlab bf16 (cache)", 1, lambda p, n: lm_generate(bf16_model, p, n), prompt1, repeats)
+        )
     promptb = None
     if args.batch > 0:
         promptb = torch.randint(0, cfg["vocab_size"], (args.batch, args.prompt_len), generator=gen)
-        run("transformers fp32", args.batch, lambda p, n: hf_generate(hf, p, n), promptb)
-        run("lmlab fp32 (cache)", args.batch, lambda p, n: lm_generate(ours, p, n), promptb)
-        run("lmlab int8 (cache)", args.batch, lambda p, n: lm_generate(int8, p, n), promptb)
+        rows += [
+            Row("transformers fp32", args.batch, lambda p, n: hf_generate(hf, p, n), promptb, repeats),
+            Row("lmlab fp32 (cache)", args.batch, lambda p, n: lm_generate(ours, p, n), promptb, repeats),
+            Row("lmlab int8 (cache)", args.batch, lambda p, n: lm_generate(int8, p, n), promptb, repeats),
+        ]
         if bf16_model is not None:
-            run("lmlab bf16 (cache)", args.batch, lambda p, n: lm_generate(bf16_model, p, n), promptb)
+            rows.append(
+                Row(
+                    "lmlab bf16 (cache)",
+                    args.batch,
+                    lambda p, n: lm_generate(bf16_model, p, n),
+                    promptb,
+                    repeats,
+                )
+            )
+    time_rows(rows, n_new)
+    toks = {(row.label, row.batch): row.tokens for row in rows}
 
     # ---- checks
     checks: dict[str, Any] = {"max_abs_logit_diff_transformers_vs_lmlab": diff}
@@ -236,13 +267,16 @@ def main(argv: list[str] | None = None) -> int:
             d.pop("first_difference")
 
     # ---- table
-    ref_tps = {b: fig["tokens_per_s"] for (label, b, _, fig) in rows if label == "transformers fp32"}
+    figs = [(row, row.figures(n_new)) for row in rows]
+    ref_tps = {row.batch: fig["tokens_per_s"] for row, fig in figs if row.label == "transformers fp32"}
     table = []
     records = []
-    for label, b, note, fig in rows:
-        ratio = fig["tokens_per_s"] / ref_tps[b]
-        table.append([label, b, fmt_num(fig["tokens_per_s"]), f"{ratio:.2f}x", note])
-        records.append({"implementation": label, "batch": b, **fig, "ratio_vs_transformers_fp32": ratio})
+    for row, fig in figs:
+        ratio = fig["tokens_per_s"] / ref_tps[row.batch]
+        table.append([row.label, row.batch, fmt_num(fig["tokens_per_s"]), f"{ratio:.2f}x", row.note])
+        records.append(
+            {"implementation": row.label, "batch": row.batch, **fig, "ratio_vs_transformers_fp32": ratio}
+        )
     print()
     print(markdown_table(["implementation", "batch", "tokens/s", "vs transformers fp32", "note"], table))
     print()
@@ -284,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         "(random weights make near-ties between the top logits common, so int8 agreement is pessimistic here)"
     )
     best = max(
-        fig["tokens_per_s"] / ref_tps[b]
-        for (label, b, _, fig) in rows
-        if b == 1 and label.startswith("lmlab")
+        fig["tokens_per_s"] / ref_tps[1]
+        for row, fig in figs
+        if row.batch == 1 and row.label.startswith("lmlab")
     )
     print(f"target (issue): lmlab >= 2x transformers at batch 1; best lmlab mode: {best:.2f}x")
     if not use_bf16:
