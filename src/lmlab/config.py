@@ -128,7 +128,8 @@ class TrainConfig:
     max_steps: int = 2000
     """Optimizer steps."""
     batch_size: int = 12
-    """Sequences per optimizer step (the global batch, split over micro-batches and processes)."""
+    """Sequences per optimizer step for language models; for translation, a token budget per step
+    (max(source, target) tokens x sentences). Split over micro-batches and processes."""
     grad_accum: int = 1
     """Micro-batches per optimizer step; each holds batch_size / grad_accum / world_size sequences."""
     optimizer: str = "adamw"

@@ -63,6 +63,7 @@ from lmlab.interop.gpt2 import (
     TOKENIZER_CONFIG,
     TOKENIZER_JSON,
     _read_json,
+    copy_state_dict,
     load_hf_weights,
     read_hf_config,
 )
@@ -382,23 +383,7 @@ def load_bert_weights(model: nn.Module, sd: Mapping[str, torch.Tensor], where: s
     expected = model.state_dict()
     droppable = re.compile(r"^(bert\.)?pooler\.|^(mlm|nsp|classifier)\.")
     sd = {k: v for k, v in sd.items() if k in expected or not droppable.match(k)}
-    mismatched = [
-        f"{k} (checkpoint {tuple(v.shape)}, config {tuple(expected[k].shape)})"
-        for k, v in sd.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    missing = [k for k in expected if k not in sd]
-    extra = [k for k in sd if k not in expected]
-    if mismatched or missing or extra:
-        detail = "; ".join(
-            f"{label}: {', '.join(keys[:3])}"
-            for label, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", extra))
-            if keys
-        )
-        raise CheckpointError(f"the weights in {where} do not match its {HF_CONFIG_FILE}: {detail}")
-    with torch.no_grad():
-        for name, tensor in expected.items():
-            tensor.copy_(sd[name].to(torch.float32))
+    copy_state_dict(model, sd, where)
 
 
 # --------------------------------------------------------------------------------------------------

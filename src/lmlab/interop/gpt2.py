@@ -511,6 +511,28 @@ def save_hf_tokenizer(
 # whole directories
 
 
+def copy_state_dict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], where: str | Path) -> None:
+    """Copy ``sd`` into ``model`` (as float32), or raise a CheckpointError naming what does not match."""
+    expected = model.state_dict()
+    mismatched = [
+        f"{k} (checkpoint {tuple(v.shape)}, config {tuple(expected[k].shape)})"
+        for k, v in sd.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    missing = [k for k in expected if k not in sd]
+    extra = [k for k in sd if k not in expected]
+    if mismatched or missing or extra:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}"
+            for label, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", extra))
+            if keys
+        )
+        raise CheckpointError(f"the weights in {where} do not match its {HF_CONFIG_FILE}: {detail}")
+    with torch.no_grad():
+        for name, tensor in expected.items():
+            tensor.copy_(sd[name].to(torch.float32))
+
+
 def read_hf_config(hf_dir: str | Path) -> dict[str, Any]:
     path = Path(hf_dir) / HF_CONFIG_FILE
     if not path.is_file():
@@ -527,24 +549,7 @@ def import_hf_gpt2(hf_dir: str | Path) -> tuple[GPT, BPETokenizer | CharTokenize
     cfg = gpt_config_from_hf(read_hf_config(d))
     sd = state_dict_from_hf(load_hf_weights(d), tie_weights=cfg.tie_weights)
     model = GPT(cfg)
-    expected = model.state_dict()
-    mismatched = [
-        f"{k} (checkpoint {tuple(v.shape)}, config {tuple(expected[k].shape)})"
-        for k, v in sd.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    missing = [k for k in expected if k not in sd]
-    extra = [k for k in sd if k not in expected]
-    if mismatched or missing or extra:
-        detail = "; ".join(
-            f"{label}: {', '.join(keys[:3])}"
-            for label, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", extra))
-            if keys
-        )
-        raise CheckpointError(f"the weights in {d} do not match its {HF_CONFIG_FILE}: {detail}")
-    with torch.no_grad():
-        for name, tensor in expected.items():
-            tensor.copy_(sd[name].to(torch.float32))
+    copy_state_dict(model, sd, d)
     model.eval()
     tokenizer = load_hf_tokenizer(d)
     if tokenizer is None:
