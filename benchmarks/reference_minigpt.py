@@ -48,7 +48,9 @@ class Block(nn.Module):
 
 
 class MiniGPT(nn.Module):
-    def __init__(self, vocab: int, block: int, n_layer: int, n_head: int, n_embd: int, bias: bool = False) -> None:
+    def __init__(
+        self, vocab: int, block: int, n_layer: int, n_head: int, n_embd: int, bias: bool = False
+    ) -> None:
         super().__init__()
         self.wte = nn.Embedding(vocab, n_embd)
         self.wpe = nn.Embedding(block, n_embd)

@@ -14,6 +14,7 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
     "gpt": ("lmlab.models.gpt", "GPTConfig", "GPT"),
     "transformer": ("lmlab.models.transformer", "TransformerConfig", "Transformer"),
     "bert": ("lmlab.models.bert", "BertConfig", "BertForMaskedLM"),  # a bert run is a masked LM
+    "rnn": ("lmlab.models.rnn", "RNNConfig", "RNNLM"),  # cell: rnn | lstm | gru
 }
 
 

@@ -5,6 +5,7 @@ from lmlab.nn.block import TransformerBlock
 from lmlab.nn.feedforward import FeedForward
 from lmlab.nn.norm import LayerNorm, RMSNorm, make_norm
 from lmlab.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding
+from lmlab.nn.recurrent import GRUCell, LSTMCell, Recurrent, RNNCell
 
 __all__ = [
     "KVCache",
@@ -19,4 +20,8 @@ __all__ = [
     "LearnedPositionalEmbedding",
     "RotaryEmbedding",
     "SinusoidalPositionalEncoding",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "Recurrent",
 ]
