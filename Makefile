@@ -24,6 +24,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/shakespeare.py
+	$(BIN)/python benchmarks/gpt2_throughput.py --bf16-timeout 150
+	$(BIN)/python benchmarks/generation.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
