@@ -383,6 +383,10 @@ def generate_text(
     out_ids: list[int] = []
     text = ""
     n_streamed = 0  # text[:n_streamed] has been passed to ``stream``
+    # Decode incrementally: ``done_text`` is the decoding of ``out_ids[:n_done]``, which ended on a
+    # whole character; each step decodes only the ids after it (not the whole continuation again).
+    n_done, done_text = 0, ""
+    longest = max((len(s) for s in stop), default=1)
 
     def emit(upto: int) -> None:
         nonlocal n_streamed
@@ -399,8 +403,13 @@ def generate_text(
             if eos_id is not None and token == eos_id:
                 break
             out_ids.append(token)
-            text = tokenizer.decode(out_ids)
-            cut = _find_stop(text, stop)
+            searched = len(done_text)  # the text before this is final; after it may have changed
+            tail = tokenizer.decode(out_ids[n_done:])
+            text = done_text + tail
+            if not tail.endswith("\ufffd"):
+                n_done, done_text = len(out_ids), text
+            # a stop string can only appear in the changed text, or straddle its start
+            cut = _find_stop(text, stop, start=max(0, searched - longest + 1))
             if cut is not None:
                 text = text[:cut]
                 emit(cut)
@@ -413,9 +422,9 @@ def generate_text(
     return text
 
 
-def _find_stop(text: str, stop: list[str]) -> int | None:
-    """Index of the earliest occurrence of any stop string in ``text``, or None."""
-    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+def _find_stop(text: str, stop: list[str], start: int = 0) -> int | None:
+    """Index of the earliest occurrence of any stop string in ``text[start:]``, or None."""
+    hits = [i for i in (text.find(s, start) for s in stop) if i >= 0]
     return min(hits) if hits else None
 
 
