@@ -146,6 +146,26 @@ class CharTokenizer:
         return f"CharTokenizer(n_chars={self.n_chars}, vocab_size={self.vocab_size})"
 
 
+
+def _hf_decode(tok: Tokenizer, ids: list[int], vocab_size: int, skip_special_tokens: bool, sep: str) -> str:
+    """``tok.decode(ids)``, except that ids outside the vocabulary show as U+FFFD (HF silently drops
+    them); the decoded runs between them are joined with ``sep``."""
+    if all(0 <= i < vocab_size for i in ids):
+        return tok.decode(ids, skip_special_tokens=skip_special_tokens)
+    parts: list[str] = []
+    run: list[int] = []
+    for i in ids:
+        if 0 <= i < vocab_size:
+            run.append(i)
+            continue
+        if run:
+            parts.append(tok.decode(run, skip_special_tokens=skip_special_tokens))
+            run = []
+        parts.append(_REPLACEMENT)
+    if run:
+        parts.append(tok.decode(run, skip_special_tokens=skip_special_tokens))
+    return sep.join(parts)
+
 class BPETokenizer:
     """Byte-level BPE (ByteLevel pre-tokenizer and decoder, ``<|endoftext|>``), a thin wrapper of
     a Hugging Face ``tokenizers.Tokenizer``; ``save`` writes the standard HF ``tokenizer.json``."""
@@ -190,21 +210,7 @@ class BPETokenizer:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Any) -> str:
-        ids = _as_list(ids)
-        if all(0 <= i < self.vocab_size for i in ids):
-            return self.tokenizer.decode(ids, skip_special_tokens=False)
-        # HF silently drops unknown ids; show them as U+FFFD instead.
-        parts: list[str] = []
-        run: list[int] = []
-        for i in ids:
-            if 0 <= i < self.vocab_size:
-                run.append(i)
-            else:
-                parts.append(self.tokenizer.decode(run, skip_special_tokens=False) if run else "")
-                parts.append(_REPLACEMENT)
-                run = []
-        parts.append(self.tokenizer.decode(run, skip_special_tokens=False) if run else "")
-        return "".join(parts)
+        return _hf_decode(self.tokenizer, _as_list(ids), self.vocab_size, skip_special_tokens=False, sep="")
 
     def token_to_str(self, token_id: int) -> str:
         """The token's text, or its raw byte-level form (e.g. 'Ġ' pieces) if it is a partial character."""
@@ -350,22 +356,7 @@ class WordPieceTokenizer:
 
     def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
         """Text of ``ids`` (``##`` pieces joined to the previous word); unknown ids show as U+FFFD."""
-        ids = _as_list(ids)
-        if all(0 <= i < self.vocab_size for i in ids):
-            return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
-        parts: list[str] = []
-        run: list[int] = []
-        for i in ids:
-            if 0 <= i < self.vocab_size:
-                run.append(i)
-                continue
-            if run:
-                parts.append(self.tokenizer.decode(run, skip_special_tokens=skip_special_tokens))
-                run = []
-            parts.append(_REPLACEMENT)
-        if run:
-            parts.append(self.tokenizer.decode(run, skip_special_tokens=skip_special_tokens))
-        return " ".join(parts)
+        return _hf_decode(self.tokenizer, _as_list(ids), self.vocab_size, skip_special_tokens, sep=" ")
 
     def token_to_str(self, token_id: int) -> str:
         if not 0 <= token_id < self.vocab_size:
