@@ -113,7 +113,7 @@ def _absolute_paths(cfg: RunConfig) -> RunConfig:
 def build_run_model(cfg: RunConfig) -> Any:
     """``build_model`` with bad model settings (that the family's own checks let through) as ConfigError."""
     try:
-        return build_model(cfg.family, cfg.model)
+        return build_model(cfg.family, cfg.model, cfg.task)
     except (ValueError, TypeError, RuntimeError) as e:
         raise ConfigError(f"cannot build the '{cfg.family}' model from the model settings: {e}") from None
 

@@ -26,9 +26,22 @@ def _lookup(family: str) -> tuple[Any, Any]:
     return getattr(mod, cfg_name), getattr(mod, model_name)
 
 
+# (family, task) -> model class, where a task needs a different head than the family's default
+TASK_MODELS: dict[tuple[str, str], str] = {
+    ("bert", "classification"): "BertForSequenceClassification",  # one sentence or a pair
+    ("bert", "tagging"): "BertForTokenClassification",  # one label per (first sub-)token
+}
+
+
 def model_config_class(family: str) -> type:
     return _lookup(family)[0]
 
 
-def build_model(family: str, config: Any) -> nn.Module:
-    return _lookup(family)[1](config)
+def build_model(family: str, config: Any, task: str | None = None) -> nn.Module:
+    """The model of ``family`` built from its config; ``task`` picks a task-specific head
+    (``TASK_MODELS``), else the family's default model."""
+    _, default = _lookup(family)
+    name = TASK_MODELS.get((family, task or ""))
+    if name is None:
+        return default(config)
+    return getattr(importlib.import_module(FAMILIES[family][0]), name)(config)
