@@ -158,6 +158,11 @@ class Recurrent(nn.Module):
     ``fused=False`` runs the equations above one time step at a time (slow; for reading and for
     checking). Both use the same parameters (``self.rnn``, a ``torch.nn.RNN`` / ``LSTM`` / ``GRU``)
     and compute the same function.
+
+    ``padding_mask`` (B, T), True at padding, for right-padded rows of different lengths: a padded
+    step leaves the state unchanged and outputs zeros, so each row's final state is the one after
+    its own last token and the backward direction starts at that token (torch's packed sequences,
+    which the fused path uses). What stands in the padding then changes nothing.
     """
 
     def __init__(
@@ -191,15 +196,35 @@ class Recurrent(nn.Module):
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, fused={self.fused}"
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        if self.fused:
+    def forward(
+        self, x: Tensor, state: State | None = None, padding_mask: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        if isinstance(state, tuple):  # a state made in another precision (autocast) follows the input's
+            state = (state[0].to(x.dtype), state[1].to(x.dtype))
+        elif state is not None:
+            state = state.to(x.dtype)
+        if padding_mask is not None:
+            lengths = (~padding_mask).sum(1)  # (B,)
+            suffix = torch.arange(x.size(1), device=x.device) >= lengths[:, None]
+            if not bool((padding_mask == suffix).all()):
+                raise ValueError("padding_mask must mark a suffix of each row (right padding)")
+            if not bool(padding_mask.any()):
+                padding_mask = None
+        if not self.fused:
+            return self._forward_steps(x, state, padding_mask)
+        if padding_mask is None:
             return self.rnn(x, state)
-        return self._forward_steps(x, state)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, state = self.rnn(packed, state)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return out, state
 
     def _param(self, name: str, layer: int, direction: int) -> Tensor | None:
         return getattr(self.rnn, f"{name}_l{layer}{'_reverse' if direction else ''}", None)
 
-    def _forward_steps(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+    def _forward_steps(
+        self, x: Tensor, state: State | None, padding_mask: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         """The equations, one layer, direction and time step at a time."""
         b, t, _ = x.shape
         n_dir, lstm = self.num_directions, self.mode == "lstm"
@@ -220,8 +245,17 @@ class Recurrent(nn.Module):
                 w_hh, b_hh = self._param("weight_hh", layer, d), self._param("bias_hh", layer, d)
                 ys: list[Tensor] = [x.new_empty(0)] * t
                 for i in reversed(range(t)) if d else range(t):
-                    s = step(gi[:, i], s, w_hh, b_hh)
-                    ys[i] = s[0] if lstm else s
+                    new = step(gi[:, i], s, w_hh, b_hh)
+                    if padding_mask is None:
+                        s = new
+                        ys[i] = s[0] if lstm else s
+                    else:  # a padded row keeps its state and outputs zeros
+                        real = ~padding_mask[:, i, None]  # (B, 1)
+                        if lstm:
+                            s = (torch.where(real, new[0], s[0]), torch.where(real, new[1], s[1]))
+                        else:
+                            s = torch.where(real, new, s)
+                        ys[i] = (s[0] if lstm else s) * real
                 outputs.append(torch.stack(ys, dim=1))  # (B, T, H)
                 h_out.append(s[0] if lstm else s)
                 if lstm:
