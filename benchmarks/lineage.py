@@ -38,7 +38,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import fmt_num, machine_info, markdown_table, set_threads, write_results  # noqa: E402
-
 from lmlab.config import load_config  # noqa: E402
 from lmlab.models import build_model  # noqa: E402
 from lmlab.runs import train_run  # noqa: E402
@@ -61,8 +60,16 @@ def _n_params(model: torch.nn.Module) -> int:
 def _seconds_per_step(recipe: str, probe_steps: int) -> float:
     out = Path(tempfile.mkdtemp(prefix="lineage-probe-"))
     try:
-        cfg = load_config(recipe, ["train.progress=false", f"train.max_steps={probe_steps}", "train.log_interval=1",
-                                   "train.eval_interval=0", f"train.warmup_steps={min(5, probe_steps)}"])
+        cfg = load_config(
+            recipe,
+            [
+                "train.progress=false",
+                f"train.max_steps={probe_steps}",
+                "train.log_interval=1",
+                "train.eval_interval=0",
+                f"train.warmup_steps={min(5, probe_steps)}",
+            ],
+        )
         train_run(cfg, out)
         rows = [r for r in read_metrics(out) if "elapsed_s" in r and "step" in r]
         skip = max(2, probe_steps // 4)  # first steps pay for allocation and warm-up
@@ -81,19 +88,37 @@ def lm_part(budget: float, probe_steps: int) -> list[dict[str, Any]]:
         warmup = min(cfg.train.warmup_steps, steps // 10)
         out = Path(tempfile.mkdtemp(prefix=f"lineage-{recipe}-"))
         try:
-            cfg = load_config(recipe, ["train.progress=false", f"train.max_steps={steps}", "train.eval_interval=0",
-                                       f"train.warmup_steps={warmup}", "train.log_interval=50"])
+            cfg = load_config(
+                recipe,
+                [
+                    "train.progress=false",
+                    f"train.max_steps={steps}",
+                    "train.eval_interval=0",
+                    f"train.warmup_steps={warmup}",
+                    "train.log_interval=50",
+                ],
+            )
             final = train_run(cfg, out)
             last = read_metrics(out)[-1]
             window = cfg.data.block_size or cfg.model.block_size
             model = build_model(cfg.family, _filled(cfg.model, out))
-            rows.append({
-                "model": name, "recipe": recipe, "params": _n_params(model), "steps": steps,
-                "tokens_per_s": steps * cfg.train.batch_size * window / last["elapsed_s"],
-                "train_s": last["elapsed_s"], "window": window,
-                "val_loss": final["val_loss"], "ppl": math.exp(final["val_loss"]),
-            })
-            print(f"  {name}: {rows[-1]['val_loss']:.4f} after {steps} steps, {last['elapsed_s']:.0f} s", flush=True)
+            rows.append(
+                {
+                    "model": name,
+                    "recipe": recipe,
+                    "params": _n_params(model),
+                    "steps": steps,
+                    "tokens_per_s": steps * cfg.train.batch_size * window / last["elapsed_s"],
+                    "train_s": last["elapsed_s"],
+                    "window": window,
+                    "val_loss": final["val_loss"],
+                    "ppl": math.exp(final["val_loss"]),
+                }
+            )
+            print(
+                f"  {name}: {rows[-1]['val_loss']:.4f} after {steps} steps, {last['elapsed_s']:.0f} s",
+                flush=True,
+            )
         finally:
             shutil.rmtree(out, ignore_errors=True)
     return rows
@@ -135,14 +160,19 @@ def speed_part(lengths: list[int], tokens: int, steps: int) -> list[dict[str, An
         batch = max(1, tokens // length)
         torch.manual_seed(0)
         lstm = build_model("rnn", RNNConfig(cell="lstm", vocab_size=vocab, n_embd=112, n_layer=2, fused=True))
-        gpt = build_model("gpt", GPTConfig(vocab_size=vocab, block_size=length, n_layer=4, n_head=2, n_embd=64))
+        gpt = build_model(
+            "gpt", GPTConfig(vocab_size=vocab, block_size=length, n_layer=4, n_head=2, n_embd=64)
+        )
         row = {"length": length, "batch": batch}
         for name, model in (("LSTM", lstm), ("GPT", gpt)):
             row[f"{name}_params"] = _n_params(model)
             row[f"{name}_tokens_per_s"] = _time_steps(model, batch, length, vocab, steps)
         rows.append(row)
-        print(f"  length {length}: LSTM {row['LSTM_tokens_per_s']:.0f} tok/s, GPT {row['GPT_tokens_per_s']:.0f} tok/s",
-              flush=True)
+        print(
+            f"  length {length}: LSTM {row['LSTM_tokens_per_s']:.0f} tok/s, "
+            f"GPT {row['GPT_tokens_per_s']:.0f} tok/s",
+            flush=True,
+        )
     return rows
 
 
@@ -170,11 +200,19 @@ def translation_part(runs: dict[str, Path], beam: int) -> list[dict[str, Any]]:
             if idx:
                 score = bleu([hyps[i] for i in idx], [text.tgt[i] for i in idx], tokenize=p.bleu_tokenize)
                 by_bucket[f"{lo}-{hi if hi < 1000 else ''}"] = {"bleu": score["bleu"], "sentences": len(idx)}
-        rows.append({
-            "model": name, "run": str(run_dir), "family": p.config.family,
-            "params": _n_params(p.model), "train_min": _train_minutes(run_dir),
-            "bleu": result["bleu"], "chrf": result["chrf"], "decode_s": decode_s, "by_length": by_bucket,
-        })
+        rows.append(
+            {
+                "model": name,
+                "run": str(run_dir),
+                "family": p.config.family,
+                "params": _n_params(p.model),
+                "train_min": _train_minutes(run_dir),
+                "bleu": result["bleu"],
+                "chrf": result["chrf"],
+                "decode_s": decode_s,
+                "by_length": by_bucket,
+            }
+        )
         print(f"  {name}: BLEU {result['bleu']:.2f}", flush=True)
     return rows
 
@@ -257,21 +295,44 @@ def main() -> None:
         print(f"Language models on tiny Shakespeare, {args.budget:.0f} s of training each:", flush=True)
         lm = lm_part(args.budget, args.probe_steps)
         results["lm"] = lm
-        print(markdown_table(
-            ["model", "params", "steps", "train s", "tokens/s", "window", "val loss", "ppl"],
-            [[r["model"], f"{r['params']:,}", r["steps"], fmt_num(r["train_s"]), fmt_num(r["tokens_per_s"], 0),
-              r["window"], f"{r['val_loss']:.4f}", f"{r['ppl']:.2f}"] for r in lm],
-        ))
+        print(
+            markdown_table(
+                ["model", "params", "steps", "train s", "tokens/s", "window", "val loss", "ppl"],
+                [
+                    [
+                        r["model"],
+                        f"{r['params']:,}",
+                        r["steps"],
+                        fmt_num(r["train_s"]),
+                        fmt_num(r["tokens_per_s"], 0),
+                        r["window"],
+                        f"{r['val_loss']:.4f}",
+                        f"{r['ppl']:.2f}",
+                    ]
+                    for r in lm
+                ],
+            )
+        )
     if not args.skip_speed:
         lengths = [int(x) for x in args.lengths.split(",")]
         print(f"Training tokens/s against sequence length ({args.tokens} tokens a batch):", flush=True)
         speed = speed_part(lengths, args.tokens, args.speed_steps)
         results["speed"] = speed
-        print(markdown_table(
-            ["length", "batch", "LSTM tokens/s", "GPT tokens/s", "GPT / LSTM"],
-            [[r["length"], r["batch"], fmt_num(r["LSTM_tokens_per_s"], 0), fmt_num(r["GPT_tokens_per_s"], 0),
-              f"{r['GPT_tokens_per_s'] / r['LSTM_tokens_per_s']:.2f}"] for r in speed],
-        ))
+        print(
+            markdown_table(
+                ["length", "batch", "LSTM tokens/s", "GPT tokens/s", "GPT / LSTM"],
+                [
+                    [
+                        r["length"],
+                        r["batch"],
+                        fmt_num(r["LSTM_tokens_per_s"], 0),
+                        fmt_num(r["GPT_tokens_per_s"], 0),
+                        f"{r['GPT_tokens_per_s'] / r['LSTM_tokens_per_s']:.2f}",
+                    ]
+                    for r in speed
+                ],
+            )
+        )
         if not args.quick:
             plot_speed(speed, IMG_DIR / "lineage_speed_vs_length.png")
     if runs:
@@ -279,11 +340,31 @@ def main() -> None:
         tr = translation_part(runs, args.beam)
         results["translation"] = tr
         buckets = list(tr[0]["by_length"])
-        print(markdown_table(
-            ["model", "family", "params", "train min", f"BLEU (beam {args.beam})", "chrF", *[f"BLEU {b}" for b in buckets]],
-            [[r["model"], r["family"], f"{r['params']:,}", fmt_num(r["train_min"]), f"{r['bleu']:.2f}",
-              f"{r['chrf']:.1f}", *[f"{r['by_length'][b]['bleu']:.1f}" for b in buckets]] for r in tr],
-        ))
+        print(
+            markdown_table(
+                [
+                    "model",
+                    "family",
+                    "params",
+                    "train min",
+                    f"BLEU (beam {args.beam})",
+                    "chrF",
+                    *[f"BLEU {b}" for b in buckets],
+                ],
+                [
+                    [
+                        r["model"],
+                        r["family"],
+                        f"{r['params']:,}",
+                        fmt_num(r["train_min"]),
+                        f"{r['bleu']:.2f}",
+                        f"{r['chrf']:.1f}",
+                        *[f"{r['by_length'][b]['bleu']:.1f}" for b in buckets],
+                    ]
+                    for r in tr
+                ],
+            )
+        )
         if not args.quick:
             plot_buckets(tr, IMG_DIR / "lineage_bleu_by_length.png")
     if not args.quick:

@@ -207,7 +207,7 @@ def test_cached_decoding_equals_full(pre_norm, pos_embedding):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
     # expanded (beam) rows and reordering keep each row's own history
     state = m.start_decoding(src, pad, max_len=7, expand=2)
-    assert state.memory.shape[0] == 6
+    assert state.n_rows == 6 and state.memory.shape[0] == 3  # beams share the encoder output
     out0 = m.decode_step(tgt.repeat_interleave(2, 0)[:, :1], state)
     state.reorder(torch.tensor([1, 0, 5, 4, 3, 2]))
     out1 = m.decode_step(tgt.repeat_interleave(2, 0)[[1, 0, 5, 4, 3, 2], 1:2], state)

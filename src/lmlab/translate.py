@@ -160,11 +160,18 @@ def search(
     positions = int(model.config.max_len)
     out: list[list[int]] = [[] for _ in sources]
     order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
-    banned = _banned_mask(int(model.config.tgt_vocab_size), tgt_special, device)
+    banned = _banned_mask(int(model.config.tgt_vocab_size), tgt_special, device).nonzero().view(-1)
+
+    buffer: list[Tensor] = []  # reused between steps: fresh memory each step costs page faults
 
     def step(tokens: Tensor, state: Any) -> Tensor:
         logits = model.decode_step(tokens, state)
-        return logits.masked_fill(banned, float("-inf"))
+        n = logits.size(0)
+        if not buffer or buffer[0].size(0) < n or buffer[0].shape[1:] != logits.shape[1:] \
+                or buffer[0].dtype != logits.dtype or buffer[0].device != logits.device:
+            buffer[:] = [torch.empty_like(logits)]
+        out = buffer[0][:n].copy_(logits)  # a copy with the few banned columns at -inf
+        return out.index_fill_(-1, banned, float("-inf"))
 
     was_training = model.training
     model.eval()

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
@@ -124,17 +125,54 @@ class TransformerDecoderState:
     """What incremental decoding carries between steps: the encoder output and the KV cache.
 
     Rows are (sentence, beam) pairs; ``reorder(index)`` keeps rows ``index`` (beam search).
+
+    The encoder output is not copied per beam: ``memory`` has one row per *memory row* and decoding
+    row r reads memory row ``r // group``. ``start_decoding(expand=K)`` gives ``group = K`` (the K
+    beams of sentence b are rows b·K .. b·K + K - 1) and the decoder's cross-attention attends the K
+    beams of a sentence as K query positions over its one copy of the keys/values (the
+    cross-attention caches have one row per memory row too). ``reorder`` keeps that sharing while
+    each block of ``beam`` consecutive new rows comes from one sentence (what beam search does),
+    dropping the memory rows of sentences no longer decoded; any other index falls back to one
+    memory row per decoding row (``group = 1``, a gather, as with plain row-wise state).
     """
 
-    memory: Tensor  # (N, S, d_model)
-    src_padding_mask: Tensor | None  # (N, S), True at padding
-    cache: ModelCache
+    memory: Tensor  # (M, S, d_model), M = n_rows / group
+    src_padding_mask: Tensor | None  # (M, S), True at padding
+    cache: ModelCache  # self-attention caches: n_rows rows; cross-attention caches: M rows
+    group: int = 1
+    """Decoding rows per memory row."""
+    beam: int = 1
+    """The block size that ``reorder`` tries to keep shared (``start_decoding``'s ``expand``)."""
+
+    @property
+    def n_rows(self) -> int:
+        """How many rows (sentence, beam) are being decoded."""
+        return self.memory.size(0) * self.group
 
     def reorder(self, index: Tensor) -> None:
-        self.memory = self.memory.index_select(0, index)
+        index = index.to(self.memory.device)
+        mem = index // self.group if self.group > 1 else index  # the memory row of each new row
+        k, n = self.beam, index.numel()
+        if k > 1 and n % k == 0:
+            blocks = mem.view(-1, k)
+            if bool((blocks == blocks[:, :1]).all()):  # each block of k rows reads one memory row
+                self._keep_memory(blocks[:, 0])
+                self.group = k
+                self.cache.reorder_self(index)
+                return
+        self._keep_memory(mem)
+        self.group = 1
+        self.cache.reorder_self(index)
+
+    def _keep_memory(self, mem_index: Tensor) -> None:
+        """Keep memory rows ``mem_index`` (and their cross-attention K/V); no copy if unchanged."""
+        m = self.memory.size(0)
+        if mem_index.numel() == m and torch.equal(mem_index, torch.arange(m, device=mem_index.device)):
+            return
+        self.memory = self.memory.index_select(0, mem_index)
         if self.src_padding_mask is not None:
-            self.src_padding_mask = self.src_padding_mask.index_select(0, index)
-        self.cache.reorder(index)
+            self.src_padding_mask = self.src_padding_mask.index_select(0, mem_index)
+        self.cache.reorder_cross(mem_index)
 
 
 class Transformer(nn.Module):
@@ -280,18 +318,23 @@ class Transformer(nn.Module):
     ) -> TransformerDecoderState:
         """Encode ``src`` once and prepare to decode up to ``max_len`` target positions.
 
-        ``expand`` copies every sentence that many times (beams): row b·expand + k is copy k of b.
+        ``expand`` gives every sentence that many rows (beams): row b·expand + k is copy k of b. The
+        copies share the sentence's encoder output and cross-attention K/V (no copies are made, see
+        ``TransformerDecoderState``).
         """
+        if isinstance(expand, bool) or not isinstance(expand, int) or expand < 1:
+            raise ValueError(f"expand must be an integer >= 1, got {expand!r}")
         memory = self.encode(src, src_padding_mask)
-        if expand > 1:
-            memory = memory.repeat_interleave(expand, dim=0)  # (B, S, d) -> (B·expand, S, d)
-            if src_padding_mask is not None:
-                src_padding_mask = src_padding_mask.repeat_interleave(expand, dim=0)
         max_len = min(max_len or self.config.max_len, self.config.max_len)
-        return TransformerDecoderState(memory, src_padding_mask, self.new_cache(memory.size(0), max_len))
+        return TransformerDecoderState(
+            memory, src_padding_mask, self.new_cache(memory.size(0) * expand, max_len),
+            group=expand, beam=expand,
+        )
 
     def decode_step(self, tokens: Tensor, state: TransformerDecoderState) -> Tensor:
         """tokens: (N, 1) the last token of each row -> next-token logits (N, tgt_vocab_size)."""
+        if tokens.size(0) != state.n_rows:
+            raise ValueError(f"decode_step got {tokens.size(0)} rows for a state of {state.n_rows} rows")
         logits = self.decode(tokens, state.memory, state.src_padding_mask, cache=state.cache)
         assert isinstance(logits, Tensor)
         return logits[:, -1, :]

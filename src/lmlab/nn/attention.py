@@ -83,6 +83,10 @@ class KVCache:
         self.v: Tensor | None = None
         self.length = 0
         self.is_static = False
+        # self-attention: the buffers self.k / self.v are the first rows of, and a second pair that
+        # ``reorder`` gathers into (then the two swap): no fresh memory, hence no page faults, per step
+        self._buffers: tuple[Tensor, Tensor] | None = None
+        self._spare: tuple[Tensor, Tensor] | None = None
 
     def update(self, k_new: Tensor, v_new: Tensor) -> tuple[Tensor, Tensor]:
         """Append (B, H, T, D) keys/values; return (B, H, length, D) views of all of them."""
@@ -90,6 +94,7 @@ class KVCache:
         if self.k is None or self.k.shape[0] != b or self.k.dtype != k_new.dtype:
             self.k = k_new.new_empty(b, h, self.max_len, d)
             self.v = v_new.new_empty(b, h, self.max_len, d)
+            self._buffers = (self.k, self.v)
         end = self.length + t
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
@@ -100,12 +105,42 @@ class KVCache:
 
     def set_static(self, k: Tensor, v: Tensor) -> None:
         self.k, self.v, self.length, self.is_static = k, v, k.size(2), True
+        self._buffers = self._spare = None
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` (beam search)."""
-        if self.k is not None:
+        """Keep batch rows ``index`` (beam search), in that order.
+
+        A static (cross-attention) cache is gathered whole; a self-attention cache copies only its
+        ``length`` filled positions into a second buffer of the same capacity (the positions past
+        ``length`` hold nothing yet), so a reorder costs O(length), not O(max_len); the two buffers
+        are kept and swap roles at every reorder.
+        """
+        if self.k is None or self.v is None:
+            return
+        if self.is_static:
             self.k = self.k.index_select(0, index)
             self.v = self.v.index_select(0, index)
+            return
+        n = self.length
+        if n == 0:  # nothing cached yet: ``update`` allocates buffers of the new batch size
+            self.k = self.v = None
+            return
+        rows, shape = index.numel(), self.k.shape[1:]
+        if self.k.requires_grad or self.v.requires_grad:  # out= does not record autograd: new buffers
+            k, v = self.k.new_empty((rows, *shape)), self.v.new_empty((rows, *shape))
+            k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
+            v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
+            self.k, self.v, self._buffers, self._spare = k, v, (k, v), None
+            return
+        spare = self._spare
+        if (spare is None or spare[0].size(0) < rows or spare[0].shape[1:] != shape
+                or spare[0].dtype != self.k.dtype or spare[0].device != self.k.device):
+            spare = (self.k.new_empty((rows, *shape)), self.v.new_empty((rows, *shape)))
+        k, v = spare[0][:rows], spare[1][:rows]  # first rows of a contiguous buffer: contiguous
+        torch.index_select(self.k[:, :, :n], 0, index, out=k[:, :, :n])  # gather straight into them
+        torch.index_select(self.v[:, :, :n], 0, index, out=v[:, :, :n])
+        self._spare, self._buffers = self._buffers, spare
+        self.k, self.v = k, v
 
     def reset(self) -> None:
         if self.is_static:
@@ -131,7 +166,19 @@ class ModelCache:
             c.reset()
 
     def reorder(self, index: Tensor) -> None:
-        for c in self.layers + (self.cross or []):
+        """Keep rows ``index`` of every cache (self-attention and cross-attention)."""
+        self.reorder_self(index)
+        self.reorder_cross(index)
+
+    def reorder_self(self, index: Tensor) -> None:
+        """Keep rows ``index`` of the self-attention caches only."""
+        for c in self.layers:
+            c.reorder(index)
+
+    def reorder_cross(self, index: Tensor) -> None:
+        """Keep rows ``index`` of the cross-attention caches only (their rows are memory rows, which
+        may be fewer than the decoding rows: see ``MultiHeadAttention`` on grouped queries)."""
+        for c in self.cross or []:
             c.reorder(index)
 
 
@@ -176,6 +223,11 @@ class MultiHeadAttention(nn.Module):
 
         padding_mask: (B, S) True at padded keys. cache: this layer's KVCache for incremental decoding.
         Returns (B, T, d_model) and, if ``need_weights``, the weights (B, H, T, S).
+
+        Grouped cross-attention (beam search): the context (or the static cache) may have B / g rows
+        for B query rows, query rows b·g .. b·g + g - 1 all attending to context row b (its
+        ``padding_mask`` is then (B / g, S)). The g queries of a context row are attended as g·T
+        positions of one row, so the beams of a sentence share its keys/values without copies.
         """
         b, t, e = x.shape
         if context is None:  # self-attention: one matmul for q, k, v
@@ -188,7 +240,6 @@ class MultiHeadAttention(nn.Module):
                 k, v = cache.update(k, v)
         else:  # cross-attention: queries from x, keys/values from the context (computed once if cached)
             w, bias = self.in_proj.weight, self.in_proj.bias
-            q = self._heads(F.linear(x, w[:e], None if bias is None else bias[:e]))
             if cache is not None and cache.is_static:
                 k, v = cache.k, cache.v
             else:
@@ -196,6 +247,11 @@ class MultiHeadAttention(nn.Module):
                 k, v = self._heads(k), self._heads(v)
                 if cache is not None:
                     cache.set_static(k, v)
+            q = F.linear(x, w[:e], None if bias is None else bias[:e])
+            group = self._query_group(b, k.size(0))
+            if group > 1:  # g consecutive query rows share one context row: (b, t) -> (b / g, g·t)
+                q = q.reshape(b // group, group * t, e)
+            q = self._heads(q)
         mask = None
         if padding_mask is not None:  # (B, S) True=pad -> (B, 1, 1, S) True=attend
             mask = ~padding_mask[:, None, None, :]
@@ -210,4 +266,18 @@ class MultiHeadAttention(nn.Module):
             need_weights=need_weights,
         )
         out = out.transpose(1, 2).reshape(b, t, e)  # (B, H, T, D) -> (B, T, d_model)
+        if weights is not None and weights.size(0) != b:  # grouped queries: (b/g, H, g·t, S) -> (b, H, t, S)
+            bk, h, _, s = weights.shape
+            weights = weights.view(bk, h, b // bk, t, s).transpose(1, 2).reshape(b, h, t, s)
         return self.out_proj(out), weights
+
+    @staticmethod
+    def _query_group(b: int, b_context: int) -> int:
+        """How many consecutive query rows share one context row (1: one context row per query row)."""
+        if b == b_context:
+            return 1
+        if b_context == 0 or b % b_context:
+            raise ValueError(
+                f"cross-attention: {b} query rows cannot be grouped over {b_context} context rows"
+            )
+        return b // b_context
