@@ -29,7 +29,10 @@ def test_bundled_recipes_are_listed_and_all_build():
         assert desc and "\n" not in desc, name
         cfg = load_config(name)
         assert isinstance(cfg, RunConfig)
-        assert cfg.family in (("transformer",) if cfg.task == "translation" else ("gpt", "rnn"))
+        if cfg.task in ("mlm", "classification", "tagging"):  # BERT: pretraining and fine-tuning
+            assert cfg.family == "bert", name
+        else:
+            assert cfg.family in (("transformer", "seq2seq") if cfg.task == "translation" else ("gpt", "rnn"))
         assert cfg.description == desc
 
 

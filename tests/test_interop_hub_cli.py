@@ -1,6 +1,6 @@
 """Hugging Face directories through the CLI and lmlab.load: hub names (offline errors, a cached snapshot),
 `lmlab eval` / `lmlab generate` on a GPT-2 directory, the README's convert-and-load snippet, and the
-config rules for BERT runs (task 'mlm' loads but does not train; family 'bert' with task 'lm' is refused)."""
+config rules for BERT runs (family 'bert' with task 'lm' is refused; task 'mlm' pretrains: test_mlm.py)."""
 
 import json
 import os
@@ -294,19 +294,21 @@ def test_bert_run_config_rules(tmp_path):
         build_config({"task": "mlm"})
     cfg = build_config({**bert, "task": "mlm", "tokenizer": {"kind": "wordpiece"}})
     assert cfg.task == "mlm" and cfg.tokenizer.kind == "wordpiece"
-    with pytest.raises(ConfigError, match="masked-LM pretraining .* not available yet"):
-        train_run(cfg, tmp_path / "run")
+    with pytest.raises(ConfigError, match="model.vocab_size=50 is smaller than the tokenizer's"):
+        train_run(cfg, tmp_path / "mlm")  # masked-LM pretraining runs (tests/test_mlm.py)
     direct = RunConfig(family="bert", model=BertConfig(vocab_size=50), tokenizer=TokenizerConfig())
     with pytest.raises(ConfigError, match="bidirectional encoder"):
         train_run(direct, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_train_mlm_is_refused(capsys, tmp_path):
+def test_cli_train_mlm_errors(capsys, tmp_path):
     recipe = tmp_path / "bert.yaml"
-    recipe.write_text("family: bert\ntask: mlm\ntokenizer: {kind: wordpiece}\nmodel: {n_layer: 1}\n")
+    (tmp_path / "empty").mkdir()
+    recipe.write_text(f"family: bert\ntask: mlm\ntokenizer: {{kind: wordpiece}}\nmodel: {{n_layer: 1}}\n"
+                      f"data: {{path: {tmp_path / 'empty'}}}\n")
     rc, _, err = cli(capsys, "train", recipe, "--out", tmp_path / "run")
-    assert rc == 2 and "masked-LM pretraining" in err and "not available yet" in err
+    assert rc == 2 and "no .txt or .txt.gz files found under" in err and "empty" in err
     rc, _, err = cli(
         capsys,
         "train",

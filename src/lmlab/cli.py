@@ -11,6 +11,9 @@
     lmlab convert SRC DST --to hf|lmlab
     lmlab fill-mask BERT_RUN_OR_HF_DIR "The man went to the [MASK]." [--top-k 5] [--json]
     lmlab embed BERT_RUN_OR_HF_DIR "text" ["more text" ...] [--no-normalize]
+    lmlab classify CLASSIFICATION_RUN_DIR "text" [--pair "second text"] [--json]
+    lmlab tag TAGGING_RUN_DIR "text" [--json]
+    lmlab eval CLASSIFICATION_OR_TAGGING_RUN_DIR [--split dev|test] [--data FILE] [--json]
 """
 
 from __future__ import annotations
@@ -171,6 +174,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if _is_translation(p):
         _eval_translation(p, args)
         return
+    if _is_finetuned(p):
+        _eval_finetuned(p, args)
+        return
     used = [f"--{k.replace('_', '-')}" for k in ("split", "src", "ref", "beam", "max_len", "output")
             if getattr(args, k) is not None]
     if used:
@@ -208,6 +214,71 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
         print(f"[MASK] {n}/{len(fills)}:")
         for token, prob in fill:
             print(f"  {prob:.4f}  {token}")
+
+
+def _is_finetuned(p: Any) -> bool:
+    return getattr(p.config, "task", "lm") in ("classification", "tagging")
+
+
+def _print_json(obj: Any) -> None:
+    """One line of strict JSON: a non-finite number (a diverged model) becomes null."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    print(json.dumps(clean(obj), ensure_ascii=False))
+
+
+def _eval_finetuned(p: Any, args: argparse.Namespace) -> None:
+    used = [f"--{k.replace('_', '-')}" for k in ("src", "ref", "beam", "max_len", "output")
+            if getattr(args, k) is not None]
+    if used:
+        raise LmlabError(f"{used[0]} is for translation runs; {args.run_dir} is a '{p.config.task}' run")
+    if args.data is not None and args.split is not None:
+        raise LmlabError("give either --split or --data, not both")
+    result = p.evaluate(split=args.split, data=args.data)
+    if args.json:
+        _print_json(result)
+        return
+    for k, v in result.items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+
+
+def _load_finetuned(args: argparse.Namespace, task: str, command: str) -> Any:
+    from lmlab.pipeline import load
+
+    p = load(args.run_dir, device=args.device)
+    if getattr(p.config, "task", None) != task:
+        want = "a classification run (e.g. lmlab train sst2-bert)" if task == "classification" else (
+            "a tagging run (e.g. lmlab train wnut17-bert)")
+        raise LmlabError(f"{command} needs {want}; {args.run_dir} is a '{p.config.task}' run")
+    return p
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    p = _load_finetuned(args, "classification", "classify")
+    result = p.classify(args.text, pair=args.pair)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['label']}\t{result['prob']:.4f}")
+
+
+def cmd_tag(args: argparse.Namespace) -> None:
+    p = _load_finetuned(args, "tagging", "tag")
+    entities = p.tag(args.text)
+    if args.json:
+        _print_json(entities)
+        return
+    if not entities:
+        print("lmlab: no entities found", file=sys.stderr)
+    for e in entities:
+        print(f"{e['start']}\t{e['end']}\t{e['type']}\t{e['text']}\t{e['score']:.4f}")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -255,18 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_generate)
 
     p = sub.add_parser(
-        "eval", help="validation loss and perplexity of a run; BLEU / chrF of a translation run"
+        "eval", help="validation loss and perplexity of a run; BLEU / chrF of a translation run; accuracy / "
+        "F1 / precision / recall of a classification or tagging run"
     )
     p.add_argument("run_dir")
     p.add_argument(
-        "--data", default=None, help="a text file or folder of .txt files (default: the validation split)"
+        "--data", default=None, help="a text file or folder of .txt files (default: the validation split); "
+        "classification / tagging: a labelled TSV / CoNLL file"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu")
     p.add_argument("--average", type=int, default=None, metavar="K",
                    help="use the mean weights of the last K checkpoints (the paper averages 5)")
     p.add_argument("--split", default=None,
-                   help="translation: the split to score (test / test2016, valid, train; default test)")
+                   help="translation: the split to score (test / test2016, valid, train; default test); "
+                   "classification / tagging: dev (default), test or train")
     p.add_argument("--src", default=None, help="translation: a file of sources to translate and score")
     p.add_argument("--ref", default=None, help="translation: the reference translations of --src")
     p.add_argument("--beam", type=int, default=None, help="translation: beam size (default 4; 1 is greedy)")
@@ -325,6 +399,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-normalize", action="store_true", help="mean-pooled, not L2-normalised")
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_embed)
+
+    p = sub.add_parser(
+        "classify", help="the label of a text (or a pair) and its probability (a classification run)"
+    )
+    p.add_argument("run_dir", help="a classification run (e.g. lmlab train sst2-bert)")
+    p.add_argument("text", help="the text to classify")
+    p.add_argument("--pair", default=None, help="the second text of a sentence pair (RTE, MRPC)")
+    p.add_argument("--json", action="store_true", help='print {"label", "prob", "probs"} as JSON')
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_classify)
+
+    p = sub.add_parser("tag", help="the entities of a text with their character spans (a tagging run)")
+    p.add_argument("run_dir", help="a tagging run (e.g. lmlab train wnut17-bert)")
+    p.add_argument("text", help="the text to tag")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {type, text, start, end, score}")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_tag)
     return parser
 
 

@@ -78,11 +78,22 @@ class TokenizerConfig:
 @dataclass
 class DataConfig:
     path: str | None = None
-    """A text file or a folder of .txt files. None means the bundled tiny Shakespeare."""
+    """A text file or a folder of .txt files. None means the bundled tiny Shakespeare. Task mlm: also
+    .txt.gz files, Project Gutenberg headers and footers stripped; a relative path not found from the
+    working directory is looked up in the shared data folder ($LMLAB_DATA, else ../shared/data)."""
     val_fraction: float = 0.1
-    """The last fraction of the token stream is held out for validation."""
+    """The last fraction of the token stream is held out for validation (task mlm: a seeded fraction
+    of the documents)."""
     block_size: int | None = None
-    """Training window length; defaults to the model's context length."""
+    """Training window length; defaults to the model's context length. Task mlm: the most tokens of a
+    sentence pair with [CLS] and its two [SEP]."""
+    # -- masked-LM pretraining (task: mlm) ---------------------------------------------------------
+    mask_prob: float = 0.15
+    """Masked LM: the fraction of each sequence's tokens ([CLS], [SEP], [PAD] excepted) selected for
+    prediction; of those, 80% become [MASK], 10% a random token and 10% stay as they are (BERT)."""
+    short_seq_prob: float = 0.1
+    """Masked LM: the probability that a pair is built to a random shorter length (2 .. block_size - 3
+    tokens) instead of the full length, so the model also sees short inputs (BERT's 0.1)."""
     # -- translation (task: translation) -----------------------------------------------------------
     corpus: str | None = None
     """Parallel corpus: 'multi30k' (en-de captions), 'tatoeba-cmn' (en-zh) or 'files' (your own:
@@ -110,13 +121,34 @@ class DataConfig:
     test_tsv: str | None = None
     max_len: int | None = None
     """Translation: the most tokens of a sentence with its end-of-sentence token; longer ones are
-    truncated (a warning says how many). Default: model.max_len."""
+    truncated (a warning says how many). Default: model.max_len. Classification / tagging: the most
+    tokens of an example with [CLS] / [SEP] (default 128, at most model.block_size)."""
+    # -- fine-tuning (task: classification | tagging) ----------------------------------------------
+    dataset: str | None = None
+    """Labelled data: sst2, rte, mrpc (classification), wnut17 (tagging), or files (your own:
+    data.train_file, optionally data.valid_file / data.test_file). The bundled ones are read from
+    data.root, default $LMLAB_DATA/<dataset> or ../shared/data/<dataset>."""
+    train_file: str | None = None
+    """files: the training examples. Classification: a TSV file, text TAB label or text TAB text2 TAB
+    label (or a header line naming the columns text / text2 / label). Tagging: CoNLL, token TAB tag a
+    line, a whitespace-only line between sentences."""
+    valid_file: str | None = None
+    """files: the validation examples (default: a seeded data.val_fraction of the training ones)."""
+    test_file: str | None = None
+    """files: the test examples (for `lmlab eval --split test`)."""
+    labels: list[str] | None = None
+    """files: the label set (default: the labels of the training file, sorted). A label in the data
+    that is not in it is an error naming the file and line."""
 
     def validate(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.block_size is not None and self.block_size < 1:
             raise ConfigError(f"data.block_size must be >= 1 or null (got {self.block_size})")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ConfigError(f"data.mask_prob must be in (0, 1), got {self.mask_prob}")
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise ConfigError(f"data.short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
         if self.corpus is not None:
             _check_choice("data.corpus", self.corpus, CORPORA)
         if self.max_len is not None and self.max_len < 2:
@@ -216,8 +248,15 @@ class RunConfig:
     """Model family: gpt (more families follow: transformer, rnn, seq2seq, bert)."""
     task: str = "lm"
     """What the run trains: lm (language modelling) or translation (an encoder-decoder family on
-    sentence pairs: data.corpus, data.src_lang, data.tgt_lang...)."""
+    sentence pairs: data.corpus, data.src_lang, data.tgt_lang...); mlm: masked-LM (+ next-sentence,
+    model.next_sentence) pretraining of family bert on the documents of data.path."""
     description: str = ""
+    init: str | None = None
+    """Fine-tuning (task classification or tagging): start from this checkpoint: a 'bert' run
+    directory (e.g. `lmlab train gutenberg-bert`, or `lmlab convert HF_DIR RUN --to lmlab`) or one of
+    its checkpoints, or a Hugging Face BERT directory (config.json, model.safetensors, tokenizer.json
+    or vocab.txt). The encoder's weights, sizes and tokenizer come from it; the heads are new.
+    null: from scratch (a new WordPiece tokenizer is trained on the training split)."""
     model: Any = None
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -416,7 +455,7 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Run
             f"unknown config key '{unknown[0]}'{_did_you_mean(str(unknown[0]), sorted(top))}; "
             f"valid top-level keys: {', '.join(sorted(top))}"
         )
-    for key in ("family", "task", "description"):
+    for key in ("family", "task", "description", "init"):
         if isinstance(raw.get(key), (dict, list)):
             raise ConfigError(f"config key '{key}' must be a single value, not {raw[key]!r}")
     family = str(raw.get("family") or "gpt")
@@ -425,6 +464,7 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Run
         family=family,
         task=str(raw.get("task") or "lm"),
         description=str(raw.get("description") or ""),
+        init=str(raw["init"]) if raw.get("init") not in (None, "") else None,
         model=from_dict(model_cls, raw.get("model"), "model"),
         tokenizer=from_dict(TokenizerConfig, raw.get("tokenizer"), "tokenizer"),
         data=from_dict(DataConfig, raw.get("data"), "data"),
@@ -434,8 +474,53 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Run
     return cfg
 
 
-ENCODER_DECODER_FAMILIES = ("transformer",)
+ENCODER_DECODER_FAMILIES = ("transformer", "seq2seq")
 LANGUAGES = {"multi30k": ("en", "de"), "tatoeba-cmn": ("en", "zh")}
+
+
+FINETUNE_TASKS = ("classification", "tagging")
+FINETUNE_DATA_KEYS = ("dataset", "train_file", "valid_file", "test_file", "labels")
+"""The data keys of fine-tuning runs (task classification / tagging)."""
+
+
+def _check_finetune(cfg: RunConfig) -> None:
+    """Fine-tuning settings: family bert, a dataset that fits the task, its file keys."""
+    from lmlab.data.labeled import DATASET_NAMES, dataset_task
+
+    d, task = cfg.data, cfg.task
+    if cfg.family != "bert":
+        raise ConfigError(
+            f"task '{task}' fine-tunes an encoder: it needs family 'bert', not '{cfg.family}'"
+        )
+    valid = [n for n in DATASET_NAMES if dataset_task(n) in (task, None)]
+    if d.dataset is None:
+        raise ConfigError(f"task '{task}' needs data.dataset, one of: {', '.join(valid)}")
+    _check_choice("data.dataset", d.dataset, DATASET_NAMES)
+    if dataset_task(d.dataset) not in (task, None):
+        raise ConfigError(
+            f"data.dataset={d.dataset} is a {dataset_task(d.dataset)} dataset, but this run has task "
+            f"'{task}' "
+            f"(datasets for '{task}': {', '.join(valid)})"
+        )
+    if d.dataset == "files":
+        if d.train_file is None:
+            raise ConfigError(
+                "data.dataset=files needs data.train_file=FILE ("
+                + ("CoNLL: token TAB tag a line)" if task == "tagging" else "TSV: text TAB label)")
+            )
+        if d.root is not None:
+            raise ConfigError("data.root is for the bundled datasets, not data.dataset=files")
+    else:
+        extra = [k for k in ("train_file", "valid_file", "test_file", "labels") if getattr(d, k) is not None]
+        if extra:
+            raise ConfigError(f"data.{extra[0]} is for data.dataset=files, not {d.dataset}")
+    if d.path is not None:
+        raise ConfigError(f"data.path is for language modelling; task '{task}' reads data.dataset")
+    other = [k for k in TRANSLATION_DATA_KEYS if k not in ("max_len", "root") and getattr(d, k) is not None]
+    if other:
+        raise ConfigError(f"data.{other[0]} is a translation setting, but this run has task '{task}'")
+    if d.max_len is not None and d.max_len < 3:
+        raise ConfigError(f"data.max_len={d.max_len} leaves no room for text besides [CLS] and [SEP]")
 
 
 def check_task(cfg: RunConfig) -> None:
@@ -444,17 +529,35 @@ def check_task(cfg: RunConfig) -> None:
     if cfg.family == "bert" and cfg.task == "lm":
         raise ConfigError(
             "family 'bert' is a bidirectional encoder: it cannot be trained on next-token prediction "
-            "(task 'lm'; use a causal family such as gpt); a BERT run has task 'mlm' (masked language "
-            "modelling, whose pretraining is not available yet)"
+            "(task 'lm'; use a causal family such as gpt); a BERT run has task 'mlm' (masked-LM "
+            "pretraining, e.g. the gutenberg-bert recipe) or a fine-tuning task (classification, tagging)"
         )
     if cfg.task == "mlm" and cfg.family != "bert":
         raise ConfigError(f"task 'mlm' (masked language modelling) needs family 'bert', not '{cfg.family}'")
+    if cfg.task in FINETUNE_TASKS:
+        _check_finetune(cfg)
+        return
+    used = [k for k in FINETUNE_DATA_KEYS if getattr(d, k) is not None]
+    if used:
+        raise ConfigError(
+            f"data.{used[0]} is a fine-tuning setting (task classification or tagging), "
+            f"not for task '{cfg.task}'"
+        )
+    if cfg.init is not None:
+        raise ConfigError(
+            f"init is for fine-tuning (task classification or tagging), not for task '{cfg.task}'"
+        )
     if cfg.task != "translation":
         used = [k for k in TRANSLATION_DATA_KEYS if getattr(d, k) is not None]
-        if used and cfg.task == "lm":
+        if used and cfg.task in ("lm", "mlm"):
             raise ConfigError(
                 f"data.{used[0]} is a translation setting, but this run has task '{cfg.task}' "
                 "(set task: translation with an encoder-decoder family, e.g. family: transformer)"
+            )
+        if cfg.task == "mlm" and cfg.tokenizer.kind != "wordpiece" and cfg.tokenizer.path is None:
+            raise ConfigError(
+                f"task 'mlm' needs BERT's tokenizer: tokenizer.kind=wordpiece (with [CLS] [SEP] [MASK] "
+                f"[PAD]), not '{cfg.tokenizer.kind}'"
             )
         return
     if cfg.family not in ENCODER_DECODER_FAMILIES:

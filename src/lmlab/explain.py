@@ -112,6 +112,16 @@ def plot_self_attention(
     return plot_attention(weights, labels, labels, out, f"self-attention, layer {shown}, {which}")
 
 
+def cross_attention_shape(model: Any) -> tuple[int, int]:
+    """(layers, heads) of an encoder-decoder's attention over the source: the Transformer's decoder
+    layers x heads, or what the model declares (``model.cross_attention_shape``: the RNN seq2seq
+    model has one map with one head, or none at all)."""
+    shape = getattr(model, "cross_attention_shape", None)
+    if shape is not None:
+        return int(shape[0]), int(shape[1])
+    return int(model.config.n_decoder_layers), int(model.config.n_heads)
+
+
 def cross_attention(
     pipeline: Any, text: str, layer: int = -1, head: int | None = None, beam: int = 4
 ) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -130,12 +140,17 @@ def cross_attention(
     src = pipeline.encode_sources([text])[0]
     if not src:
         raise LmlabError("the text is empty: give a sentence to translate")
-    n_layer = int(model.config.n_decoder_layers)
+    n_layer, n_head = cross_attention_shape(model)
+    if n_layer == 0:
+        raise LmlabError(
+            "this model has no attention over the source (a fixed context vector, model.attention=none): "
+            "there is no map to draw"
+        )
     if not -n_layer <= layer < n_layer:
         raise LmlabError(
-            f"--layer {layer} out of range: the decoder has {n_layer} layers (0..{n_layer - 1})"
+            f"--layer {layer} out of range: the decoder has {n_layer} layers with cross-attention "
+            f"(0..{n_layer - 1})"
         )
-    n_head = int(model.config.n_heads)
     if head is not None and not 0 <= head < n_head:
         raise LmlabError(f"--head {head} out of range: the model has {n_head} heads (0..{n_head - 1})")
     hyp = pipeline.translate_ids([text], beam=beam)[0]
@@ -168,7 +183,7 @@ def plot_cross_attention(
     tokens down) to the image file ``out``; returns its path."""
     _check_image_path(Path(out))  # before running the model
     weights, rows, cols = cross_attention(pipeline, text, layer, head, beam)
-    shown = layer % int(pipeline.model.config.n_decoder_layers)
+    shown = layer % max(cross_attention_shape(pipeline.model)[0], 1)
     which = "mean over heads" if head is None else f"head {head}"
     return plot_attention(
         weights, rows, cols, out, f"cross-attention, decoder layer {shown}, {which}",

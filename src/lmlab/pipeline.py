@@ -152,7 +152,11 @@ class Pipeline:
     def evaluate(self, data: str | Path | None = None, batch_size: int = 64) -> dict[str, float]:
         """Mean next-token ``loss``, ``perplexity`` and the number of ``tokens`` predicted, over
         non-overlapping windows of the validation split of the run's data, or of the whole of
-        ``data`` (a text file or a folder of .txt files) if given."""
+        ``data`` (a text file or a folder of .txt files) if given.
+
+        A BERT masked LM (family bert) gives its masked-LM metrics instead (``mlm_loss``, ``mlm_acc``,
+        with the next-sentence head ``nsp_loss`` / ``nsp_acc``; ``lmlab.tasks.mlm.evaluate_pipeline``)
+        on the held-out documents with fixed masks, or on every document of ``data``."""
         import numpy as np
 
         from lmlab.data import TokenData
@@ -160,7 +164,9 @@ class Pipeline:
         from lmlab.tasks import evaluate_lm
 
         if self.config.family == "bert":
-            raise ConfigError("evaluate measures next-token loss, which a (bidirectional) BERT lacks")
+            from lmlab.tasks.mlm import evaluate_pipeline
+
+            return evaluate_pipeline(self, data, batch_size)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         block = self.config.data.block_size or self.config.model.block_size
@@ -272,7 +278,9 @@ def load(
     """Load a run directory (its newest complete checkpoint) or one checkpoint directory.
 
     A translation run (``task: translation``) gives a ``lmlab.translate.TranslationPipeline``, with
-    ``translate(texts, beam=4, length_penalty=0.6)`` and ``evaluate()`` giving BLEU / chrF.
+    ``translate(texts, beam=4, length_penalty=0.6)`` and ``evaluate()`` giving BLEU / chrF. A
+    fine-tuning run gives a ``lmlab.finetune.ClassificationPipeline`` (``classify(text, pair=None)``)
+    or ``TaggingPipeline`` (``tag(text)``), both with ``evaluate(split)``.
 
     ``average=K`` loads the mean of the weights of the last K checkpoints (ending with the one
     loaded; ``lmlab.checkpoint.average_checkpoints``), as the paper does with K = 5.
@@ -335,6 +343,10 @@ def load(
         from lmlab.translate import TranslationPipeline
 
         pipe: Pipeline = TranslationPipeline(model, tokenizers, cfg, run_dir, ckpt)
+    elif cfg.task in ("classification", "tagging"):
+        from lmlab.finetune import finetune_pipeline
+
+        pipe = finetune_pipeline(model, tokenizer, cfg, run_dir, ckpt)  # .classify / .tag, .evaluate
     else:
         pipe = Pipeline(model, tokenizer, cfg, run_dir, ckpt)
     pipe.averaged = averaged

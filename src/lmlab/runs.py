@@ -5,7 +5,8 @@ directory that holds a checkpoint continues that run exactly; the model, tokeniz
 sections must then match the saved config (train settings such as max_steps may change).
 
 It dispatches on ``cfg.task``: ``lm`` (a token stream, ``LMTask``) or ``translation`` (sentence
-pairs of ``data.corpus``, tokenizers trained on the training split, ``TranslationTask``).
+pairs of ``data.corpus``, tokenizers trained on the training split, ``TranslationTask``); ``mlm``
+(BERT pretraining, ``lmlab.pretrain.train_mlm_run``).
 """
 
 from __future__ import annotations
@@ -284,17 +285,16 @@ def train_run(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
 
     if cfg.task == "translation":
         return _train_translation(cfg, run_dir)
-    if cfg.task == "mlm" or cfg.family == "bert":
-        from lmlab.config import check_task
+    if cfg.task in ("classification", "tagging"):  # fine-tuning a BERT (lmlab/finetune.py)
+        from lmlab.finetune import train_finetune
 
-        check_task(cfg)  # refuses family 'bert' with task 'lm' (a bidirectional encoder)
-        raise ConfigError(
-            "masked-LM pretraining (task 'mlm', family 'bert') is not available yet: a BERT run (e.g. one "
-            "made by `lmlab convert HF_DIR RUN --to lmlab`) can be loaded, used for fill-mask and embed, "
-            "and converted back --to hf, but not trained"
-        )
+        return train_finetune(cfg, run_dir)
+    if cfg.task == "mlm" or cfg.family == "bert":  # masked-LM pretraining (lmlab/pretrain.py)
+        from lmlab.pretrain import train_mlm_run
+
+        return train_mlm_run(cfg, run_dir)  # checks the task first: refuses family 'bert' with task 'lm'
     if cfg.task != "lm":
-        raise ConfigError(f"unknown task '{cfg.task}'; valid: lm, translation")
+        raise ConfigError(f"unknown task '{cfg.task}'; valid: lm, translation, mlm, classification, tagging")
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # Cheap checks first, before the (possibly long) tokenization.
     device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")) if ddp else None)

@@ -388,8 +388,8 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> AnyTokenizer:
         return BPETokenizer.train(texts, cfg.vocab_size)
     if cfg.kind == "wordpiece":
         raise ConfigError(
-            "tokenizer.kind 'wordpiece' is BERT's, for masked-LM runs, which cannot be trained yet; "
-            f"language models and translation train one of: {', '.join(TOKENIZER_KINDS)}"
+            "tokenizer.kind 'wordpiece' is BERT's (family bert: masked-LM pretraining and fine-tuning train "
+            f"it themselves); language models and translation train one of: {', '.join(TOKENIZER_KINDS)}"
         )
     raise ConfigError(f"unknown tokenizer.kind '{cfg.kind}'; valid kinds: {', '.join(TOKENIZER_KINDS)}")
 

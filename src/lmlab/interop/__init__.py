@@ -140,14 +140,18 @@ def save_run(model: nn.Module, tokenizer: Any, config: RunConfig, out_dir: str |
     model = unwrap_model(model)
     if is_bert_model(model) or config.family == "bert":
         from lmlab.interop.bert import architecture_of
-        from lmlab.models.bert import BertForMaskedLM
+        from lmlab.models.bert import BertForMaskedLM, BertForPreTraining
 
-        if type(model) is not BertForMaskedLM:
+        if type(model) not in (BertForMaskedLM, BertForPreTraining):
             name = architecture_of(model) if is_bert_model(model) else type(model).__name__
             raise ConfigError(
-                f"only a BertForMaskedLM can be saved as an lmlab run (a 'bert' run is a masked LM), not a "
-                f"{name}: use it through lmlab.load(HF_DIR), or convert it --to hf"
+                f"only a BertForMaskedLM (or a BertForPreTraining) can be saved as an lmlab run (a 'bert' "
+                f"run is a masked LM), not a {name}: use it through lmlab.load(HF_DIR), or convert it --to hf"
             )
+        # a BertForPreTraining is the family's model with model.next_sentence
+        nsp = type(model) is BertForPreTraining
+        if getattr(config.model, "next_sentence", None) is not None and config.model.next_sentence != nsp:
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model, next_sentence=nsp))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(out / TOKENIZER_FILE)

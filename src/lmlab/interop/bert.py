@@ -45,6 +45,7 @@ without the tied decoder weight, and the tokenizer as ``tokenizer.json`` + ``voc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
@@ -372,6 +373,8 @@ def _model_class(hf_config: Mapping[str, Any], sd: Mapping[str, torch.Tensor]) -
 def _build(cls: type[nn.Module], cfg: BertConfig, sd: Mapping[str, torch.Tensor]) -> nn.Module:
     if cls is Bert:
         return Bert(cfg, pooler="bert.pooler.weight" in sd)
+    if cls is BertForPreTraining:  # the 'bert' family's model with model.next_sentence
+        cfg = dataclasses.replace(cfg, next_sentence=True)
     return cls(cfg)
 
 

@@ -9,12 +9,14 @@ from torch import nn
 
 from lmlab.errors import ConfigError
 
-# family name -> (module, config class, model class)
+# family name -> (module, config class, model class or factory: config -> model)
 FAMILIES: dict[str, tuple[str, str, str]] = {
     "gpt": ("lmlab.models.gpt", "GPTConfig", "GPT"),
     "transformer": ("lmlab.models.transformer", "TransformerConfig", "Transformer"),
-    "bert": ("lmlab.models.bert", "BertConfig", "BertForMaskedLM"),  # a bert run is a masked LM
+    # a bert run is a masked LM: BertForMaskedLM, or BertForPreTraining with model.next_sentence
+    "bert": ("lmlab.models.bert", "BertConfig", "bert_masked_lm"),
     "rnn": ("lmlab.models.rnn", "RNNConfig", "RNNLM"),  # cell: rnn | lstm | gru
+    "seq2seq": ("lmlab.models.seq2seq", "Seq2SeqConfig", "Seq2Seq"),  # RNN encoder-decoder (+ attention)
 }
 
 

@@ -8,6 +8,7 @@ The heads, each a small module on top of ``Bert``:
 
     BertForMaskedLM                 logits = LayerNorm(act(W_t h_L + b_t)) W_eᵀ + b   (decoder tied to W_e)
     BertForPreTraining              (masked-LM logits, next-sentence logits W_nsp pooled + b_nsp)
+                                    (the family's model when model.next_sentence: MLM + NSP pretraining)
     BertForSequenceClassification   W_c Dropout(pooled) + b_c      (one sentence or a pair)
     BertForTokenClassification      W_c Dropout(h_L) + b_c         (one label per token)
 
@@ -59,6 +60,10 @@ class BertConfig:
     """Dropout before the classifiers; None means ``dropout``."""
     attention: str = "fused"
     """fused (F.scaled_dot_product_attention) or eager (written out; can return weights)."""
+    next_sentence: bool = False
+    """The 'bert' family's model also has the next-sentence head and the pooler (a BertForPreTraining
+    instead of a BertForMaskedLM): masked-LM pretraining (task mlm) then also trains next-sentence
+    prediction on sentence pairs, half of them with a random second segment."""
 
     @property
     def hidden_size(self) -> int:
@@ -201,7 +206,11 @@ class BertMLMHead(nn.Module):
 
 
 class BertForMaskedLM(nn.Module):
-    """ids (B, T) -> masked-LM logits (B, T, vocab_size). The encoder has no pooler (as in HF)."""
+    """ids (B, T) -> masked-LM logits (B, T, vocab_size). The encoder has no pooler (as in HF).
+
+    ``mlm_positions`` (B, T) bool: the logits of those positions only, (N, vocab_size) in row-major
+    order (a masked-LM loss needs no others; the vocabulary projection is most of the head's cost).
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -211,13 +220,21 @@ class BertForMaskedLM(nn.Module):
         init_bert_weights(self, config.pad_token_id)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        mlm_positions: Tensor | None = None,
     ) -> Tensor:
-        return self.mlm(self.bert(input_ids, attention_mask, token_type_ids))
+        h = self.bert(input_ids, attention_mask, token_type_ids)
+        return self.mlm(h if mlm_positions is None else h[mlm_positions])
 
 
 class BertForPreTraining(nn.Module):
-    """ids (B, T) -> (masked-LM logits (B, T, V), next-sentence logits (B, 2): 0 = B follows A)."""
+    """ids (B, T) -> (masked-LM logits (B, T, V), next-sentence logits (B, 2): 0 = B follows A).
+
+    ``mlm_positions`` as for BertForMaskedLM: masked-LM logits (N, V) of those positions only.
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -228,10 +245,20 @@ class BertForPreTraining(nn.Module):
         init_bert_weights(self, config.pad_token_id)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        mlm_positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         h = self.bert(input_ids, attention_mask, token_type_ids)
-        return self.mlm(h), self.nsp(self.bert.pool(h))
+        return self.mlm(h if mlm_positions is None else h[mlm_positions]), self.nsp(self.bert.pool(h))
+
+
+def bert_masked_lm(config: BertConfig) -> BertForMaskedLM | BertForPreTraining:
+    """The 'bert' family's model (masked-LM runs, converted runs, fill-mask): a BertForMaskedLM, or a
+    BertForPreTraining (with the next-sentence head) when ``config.next_sentence``."""
+    return BertForPreTraining(config) if config.next_sentence else BertForMaskedLM(config)
 
 
 class BertForSequenceClassification(nn.Module):
