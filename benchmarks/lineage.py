@@ -26,6 +26,7 @@ Tables go to stdout, numbers to benchmarks/results/lineage.json, PNGs to docs/im
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import fmt_num, machine_info, markdown_table, set_threads, write_results  # noqa: E402
+from common import RESULTS_DIR, fmt_num, machine_info, markdown_table, set_threads, write_results  # noqa: E402
 from lmlab.config import load_config  # noqa: E402
 from lmlab.models import build_model  # noqa: E402
 from lmlab.runs import train_run  # noqa: E402
@@ -290,11 +291,14 @@ def main() -> None:
         runs[name] = Path(path)
 
     info = machine_info()
-    results: dict[str, Any] = {"machine": info, "budget_s": args.budget}
+    previous = RESULTS_DIR / "lineage.json"  # a part that is skipped keeps its last figures
+    keep = previous.is_file() and not args.quick
+    results: dict[str, Any] = json.loads(previous.read_text()) if keep else {}
+    results["machine"] = info
     if not args.skip_lm:
         print(f"Language models on tiny Shakespeare, {args.budget:.0f} s of training each:", flush=True)
         lm = lm_part(args.budget, args.probe_steps)
-        results["lm"] = lm
+        results["lm"], results["budget_s"] = lm, args.budget
         print(
             markdown_table(
                 ["model", "params", "steps", "train s", "tokens/s", "window", "val loss", "ppl"],
