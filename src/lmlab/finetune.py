@@ -329,15 +329,20 @@ def prepare_finetune(cfg: RunConfig, run_dir: str | Path) -> Prepared:
     """Data, labels, tokenizer and the resolved model config of a fine-tuning run in ``run_dir``
     (written there: tokenizer.json, labels.json, config.yaml). Resuming (a checkpoint exists), the
     model, tokenizer and data settings must match the saved run, and the tokenizer is the saved one."""
-    from lmlab.checkpoint import list_checkpoints
-    from lmlab.runs import CONFIG_FILE, TOKENIZER_FILE, _barrier, _check_same_run, _is_main, read_run_config
+    from lmlab.runs import (
+        CONFIG_FILE,
+        TOKENIZER_FILE,
+        _barrier,
+        _is_main,
+        check_run_dir,
+        has_checkpoint,
+        resumed_config,
+    )
     from lmlab.tokenizers import load_tokenizer
 
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file, not a run directory")
+    run_dir = check_run_dir(run_dir)
     cfg = _absolute(cfg)
-    resuming = bool(list_checkpoints(run_dir)) if run_dir.exists() else False
+    resuming = has_checkpoint(run_dir)
     train_text = load_examples(cfg, "train")
     valid_text = load_examples(cfg, "valid")
     file_labels, names, positive = _label_sets(cfg, train_text)
@@ -383,15 +388,13 @@ def prepare_finetune(cfg: RunConfig, run_dir: str | Path) -> Prepared:
     max_len = max_len_of(cfg)
 
     if resuming and (run_dir / CONFIG_FILE).exists():
-        saved = read_run_config(run_dir)
-        _check_same_run(saved, cfg, run_dir)
         saved_labels, _, _ = read_labels(run_dir)
         if saved_labels != names:
             raise ConfigError(
                 f"{run_dir} holds a run with the labels {saved_labels}, but this data has {names}; "
                 "use a new --out directory"
             )
-        cfg = dataclasses.replace(saved, train=cfg.train, description=cfg.description or saved.description)
+        cfg = resumed_config(cfg, run_dir)
     if _is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resuming and init is not None:

@@ -37,7 +37,6 @@ def _max_len(cfg: RunConfig) -> int:
 def prepare_mlm(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, Any]:
     """(cfg with vocab_size filled in and paths made absolute, tokenizer, corpus) of a pretraining run;
     the tokenizer is trained and the corpus tokenized once, then reused from ``run_dir``."""
-    from lmlab.checkpoint import list_checkpoints
     from lmlab.data.pretraining import (
         PretrainingCorpus,
         holdout_documents,
@@ -51,40 +50,22 @@ def prepare_mlm(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, An
         TOKENIZER_FILE,
         _absolute_paths,
         _barrier,
-        _check_same_run,
-        _differences,
         _is_main,
-        read_run_config,
+        check_run_dir,
+        open_run,
     )
     from lmlab.tokenizers import WordPieceTokenizer, load_tokenizer
 
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file, not a run directory")
+    run_dir = check_run_dir(run_dir)
     path = resolve_corpus_path(cfg.data.path)
     if cfg.data.path is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(path)))
     cfg = _absolute_paths(cfg)
     _max_len(cfg)
     files = list_corpus_files(path)
-    resuming = bool(list_checkpoints(run_dir)) if run_dir.exists() else False
     tok_path = run_dir / TOKENIZER_FILE
-    if resuming and (run_dir / CONFIG_FILE).exists():
-        saved = read_run_config(run_dir)
-        _check_same_run(saved, cfg, run_dir)
-        cfg = dataclasses.replace(saved, train=cfg.train, description=cfg.description or saved.description)
-    elif (run_dir / CONFIG_FILE).exists() and tok_path.exists() and _is_main():
-        # No checkpoint yet: start over, with a new tokenizer if its settings or the documents changed.
-        try:
-            saved = read_run_config(run_dir)
-            stale = saved.family != cfg.family or saved.task != cfg.task
-            stale = stale or bool(_differences(saved, cfg, ("tokenizer",)))
-            moved = [k for k, _, _ in _differences(saved, cfg, ("data",))]
-            stale = stale or "data.path" in moved or "data.val_fraction" in moved
-        except ConfigError:
-            stale = True
-        if stale:
-            tok_path.unlink()
+    # no checkpoint yet: start over, with a new tokenizer if its settings or the documents changed
+    cfg, _ = open_run(cfg, run_dir, [tok_path], ("tokenizer", "data.path", "data.val_fraction"))
     if _is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer = load_tokenizer(tok_path) if tok_path.exists() else None

@@ -90,8 +90,19 @@ def _check_same_run(saved: RunConfig, new: RunConfig, run_dir: Path) -> None:
         )
 
 
-_DATA_PATH_KEYS = ("path", "root", "train_src", "train_tgt", "valid_src", "valid_tgt", "test_src", "test_tgt",
-                   "train_tsv", "valid_tsv", "test_tsv")
+_DATA_PATH_KEYS = (
+    "path",
+    "root",
+    "train_src",
+    "train_tgt",
+    "valid_src",
+    "valid_tgt",
+    "test_src",
+    "test_tgt",
+    "train_tsv",
+    "valid_tsv",
+    "test_tsv",
+)
 
 
 def _absolute_paths(cfg: RunConfig) -> RunConfig:
@@ -130,29 +141,68 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def prepare(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, TokenData]:
-    """Tokenizer and token data for ``cfg`` in ``run_dir`` (trained / built once, then reused)."""
+# --------------------------------------------------------------------------------------------------
+# starting or resuming a run directory (shared by every kind of run: lm, translation, mlm, fine-tuning)
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` as a Path; ConfigError if it names a file."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file, not a run directory")
-    cfg = _absolute_paths(cfg)  # the saved config must not depend on the current directory
-    resuming = bool(list_checkpoints(run_dir)) if run_dir.exists() else False
-    tok_path = run_dir / TOKENIZER_FILE
+    return run_dir
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint to resume from."""
+    return bool(list_checkpoints(run_dir)) if run_dir.exists() else False
+
+
+def resumed_config(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """The config to resume the run saved in ``run_dir`` with: the saved one (whose model, tokenizer
+    and data settings ``cfg`` must match, ConfigError naming the first difference) with ``cfg``'s
+    train settings and description."""
+    saved = read_run_config(run_dir)
+    _check_same_run(saved, cfg, run_dir)
+    return dataclasses.replace(saved, train=cfg.train, description=cfg.description or saved.description)
+
+
+def open_run(
+    cfg: RunConfig, run_dir: Path, artifacts: list[Path], stale_when: tuple[str, ...]
+) -> tuple[RunConfig, bool]:
+    """(config, resuming) of a run about to start in ``run_dir``.
+
+    With a checkpoint there the run resumes: ``resumed_config``. Without one, a config saved by an
+    earlier start that never reached a checkpoint may sit beside ``artifacts`` it built (tokenizers);
+    they are deleted, to be built again, if the family, the task or one of the ``stale_when`` settings
+    changed (a section such as ``"tokenizer"``, or one key such as ``"data.path"``).
+    """
+    resuming = has_checkpoint(run_dir)
     if resuming and (run_dir / CONFIG_FILE).exists():
-        saved = read_run_config(run_dir)
-        _check_same_run(saved, cfg, run_dir)
-        cfg = dataclasses.replace(saved, train=cfg.train, description=cfg.description or saved.description)
-    elif (run_dir / CONFIG_FILE).exists() and tok_path.exists() and _is_main():
-        # A run that never reached a checkpoint: start over, with a new tokenizer if its settings
-        # or data changed (the token cache notices a new tokenizer or new files by itself).
+        return resumed_config(cfg, run_dir), True
+    if (run_dir / CONFIG_FILE).exists() and any(p.exists() for p in artifacts) and _is_main():
         try:
             saved = read_run_config(run_dir)
-            stale = saved.family != cfg.family or bool(_differences(saved, cfg, ("tokenizer",)))
-            stale = stale or bool([d for d in _differences(saved, cfg, ("data",)) if d[0] == "data.path"])
+            stale = saved.family != cfg.family or saved.task != cfg.task
+            sections = tuple(dict.fromkeys(k.split(".")[0] for k in stale_when))
+            changed = [k for k, _, _ in _differences(saved, cfg, sections)]
+            stale = stale or any(k in stale_when or k.split(".")[0] in stale_when for k in changed)
         except ConfigError:
             stale = True
         if stale:
-            tok_path.unlink()
+            for p in artifacts:
+                p.unlink(missing_ok=True)
+    return cfg, resuming
+
+
+def prepare(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, TokenData]:
+    """Tokenizer and token data for ``cfg`` in ``run_dir`` (trained / built once, then reused)."""
+    run_dir = check_run_dir(run_dir)
+    cfg = _absolute_paths(cfg)  # the saved config must not depend on the current directory
+    tok_path = run_dir / TOKENIZER_FILE
+    # a run that never reached a checkpoint starts over, with a new tokenizer if its settings or its
+    # text changed (the token cache notices a new tokenizer or new files by itself)
+    cfg, _ = open_run(cfg, run_dir, [tok_path], ("tokenizer", "data.path"))
     if _is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         if not tok_path.exists():
@@ -190,27 +240,10 @@ def prepare_translation(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig,
     from lmlab.data.parallel import encode_pairs, load_split
     from lmlab.translate import TOKENIZER_FILES, TranslationTokenizers
 
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file, not a run directory")
+    run_dir = check_run_dir(run_dir)
     cfg = _absolute_paths(cfg)
-    resuming = bool(list_checkpoints(run_dir)) if run_dir.exists() else False
-    tok_paths = [run_dir / f for f in TOKENIZER_FILES]
-    if resuming and (run_dir / CONFIG_FILE).exists():
-        saved = read_run_config(run_dir)
-        _check_same_run(saved, cfg, run_dir)
-        cfg = dataclasses.replace(saved, train=cfg.train, description=cfg.description or saved.description)
-    elif (run_dir / CONFIG_FILE).exists() and any(p.exists() for p in tok_paths) and _is_main():
-        # No checkpoint yet: start over, with new tokenizers if their settings or the data changed.
-        try:
-            saved = read_run_config(run_dir)
-            stale = saved.family != cfg.family or saved.task != cfg.task
-            stale = stale or bool(_differences(saved, cfg, ("tokenizer", "data")))
-        except ConfigError:
-            stale = True
-        if stale:
-            for p in tok_paths:
-                p.unlink(missing_ok=True)
+    # no checkpoint yet: start over, with new tokenizers if their settings or the data changed
+    cfg, _ = open_run(cfg, run_dir, [run_dir / f for f in TOKENIZER_FILES], ("tokenizer", "data"))
     train_text = load_split(cfg.data, "train")
     valid_text = load_split(cfg.data, "valid")
     for text in (train_text, valid_text):
