@@ -395,6 +395,17 @@ def test_classification_end_to_end(files, tmp_path, capsys):
     assert rc == 2 and "needs a tagging run" in err
     p = lmlab.load(out)
     assert type(p).__name__ == "ClassificationPipeline" and len(p.classify(["a", "b"])) == 2
+    # converted to Hugging Face, the classifier keeps its class names and gives the same probabilities
+    rc, _, err = cli(capsys, "convert", out, tmp_path / "hf", "--to", "hf")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        hf_probs = hf(**hf_tok(["a great movie"], return_tensors="pt")).logits.softmax(-1)
+    assert hf.config.id2label[1] == "pos"
+    torch.testing.assert_close(hf_probs, p.probabilities(["a great movie"]), atol=1e-5, rtol=0)
     # resuming goes on from the checkpoint with the same batches
     rc, _, err = cli(
         capsys,

@@ -85,8 +85,9 @@ def import_hf(path: str | Path) -> tuple[nn.Module, Any]:
     raise _unsupported(model_type)
 
 
-def export_hf(model: nn.Module, tokenizer: Any, out_dir: str | Path) -> Path:
-    """Write an lmlab model (and tokenizer, may be None) as a Hugging Face model directory."""
+def export_hf(model: nn.Module, tokenizer: Any, out_dir: str | Path, labels: Any = None) -> Path:
+    """Write an lmlab model (and tokenizer, may be None) as a Hugging Face model directory; ``labels``:
+    a classifier's or tagger's class names, written as ``id2label``."""
     from lmlab.checkpoint import unwrap_model
     from lmlab.models.gpt import GPT
 
@@ -94,7 +95,7 @@ def export_hf(model: nn.Module, tokenizer: Any, out_dir: str | Path) -> Path:
     if isinstance(model, GPT):
         return export_hf_gpt2(model, tokenizer, out_dir)
     if is_bert_model(model):
-        return export_hf_bert(model, tokenizer, out_dir)
+        return export_hf_bert(model, tokenizer, out_dir, labels)
     raise ConfigError(
         f"no Hugging Face export for {type(model).__name__} models yet; "
         "supported: GPT (as gpt2), Bert and its heads (as bert)"
@@ -181,6 +182,6 @@ def convert(src: str | Path, dst: str | Path, to: str) -> Path:
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise ConfigError(f"convert: {dst} already exists and is not an empty directory")
     p = load(src)
-    if to == "hf":
-        return export_hf(p.model, p.tokenizer, dst)
+    if to == "hf":  # a fine-tuned run's class names travel as id2label
+        return export_hf(p.model, p.tokenizer, dst, getattr(p, "labels", None))
     return save_run(p.model, p.tokenizer, p.config, dst)

@@ -49,7 +49,7 @@ import dataclasses
 import json
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,9 +204,13 @@ def bert_config_from_hf(hf_config: Mapping[str, Any]) -> BertConfig:
 
 
 def hf_config_from_bert(
-    cfg: BertConfig, architecture: str = "BertForMaskedLM", dtype: str = "float32"
+    cfg: BertConfig,
+    architecture: str = "BertForMaskedLM",
+    dtype: str = "float32",
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The BERT ``config.json`` dict (the fields of ``transformers.BertConfig``) for ``cfg``."""
+    """The BERT ``config.json`` dict (the fields of ``transformers.BertConfig``) for ``cfg``; a
+    classifier's ``id2label`` / ``label2id`` name its classes ``labels`` (default LABEL_0, ...)."""
     if architecture not in ARCHITECTURES:
         raise ConfigError(f"unknown BERT architecture '{architecture}'; valid: {', '.join(ARCHITECTURES)}")
     out: dict[str, Any] = {
@@ -235,8 +239,11 @@ def hf_config_from_bert(
         "torch_dtype": dtype,
     }
     if architecture in ("BertForSequenceClassification", "BertForTokenClassification"):
-        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)}
-        out["label2id"] = {f"LABEL_{i}": i for i in range(cfg.num_labels)}
+        names = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(cfg.num_labels)]
+        if len(names) != cfg.num_labels or len(set(names)) != len(names):
+            raise ConfigError(f"{cfg.num_labels} distinct label names needed, got {names}")
+        out["id2label"] = {str(i): name for i, name in enumerate(names)}
+        out["label2id"] = {name: i for i, name in enumerate(names)}
     return out
 
 
@@ -484,10 +491,16 @@ def architecture_of(model: nn.Module) -> str:
     raise ConfigError(f"{type(model).__name__} is not a BERT model")
 
 
-def export_hf_bert(model: nn.Module, tokenizer: WordPieceTokenizer | None, out_dir: str | Path) -> Path:
+def export_hf_bert(
+    model: nn.Module,
+    tokenizer: WordPieceTokenizer | None,
+    out_dir: str | Path,
+    labels: Sequence[str] | None = None,
+) -> Path:
     """Write a Bert (as ``BertModel``) or a head model (``BertForMaskedLM``, ...) and its tokenizer as a
     Hugging Face directory that ``transformers.AutoModel*`` / ``AutoTokenizer.from_pretrained`` load.
-    Weights keep their dtype. Without a tokenizer only the model is written. Returns ``out_dir``."""
+    Weights keep their dtype; a classifier's class names (``labels``) become ``id2label``. Without a
+    tokenizer only the model is written. Returns ``out_dir``."""
     arch = architecture_of(model)
     cfg: BertConfig = model.config
     if cfg.activation not in _ACT_TO_HF:
@@ -497,7 +510,7 @@ def export_hf_bert(model: nn.Module, tokenizer: WordPieceTokenizer | None, out_d
     sd = state_dict_to_hf(model.state_dict())
     dtype = str(next(iter(sd.values())).dtype).removeprefix("torch.")
     save_file(sd, str(out / SAFETENSORS_FILE), metadata={"format": "pt"})
-    hf_config = hf_config_from_bert(cfg, arch, dtype)
+    hf_config = hf_config_from_bert(cfg, arch, dtype, labels)
     (out / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
     if tokenizer is None:
         warnings.warn(f"no tokenizer given: {out} holds the model only", stacklevel=2)
