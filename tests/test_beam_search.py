@@ -23,13 +23,6 @@ from lmlab.models.transformer import Transformer, TransformerConfig
 PAD, BOS, EOS, A, B = 0, 1, 2, 3, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ---------------------------------------------------------------------------------------------------
 # A fake decoder with fixed next-token probabilities given the tokens so far

@@ -23,14 +23,6 @@ TEXT = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is much faster than several on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(**kw) -> BertConfig:
     cfg = dict(vocab_size=50, block_size=24, n_layer=2, n_head=2, d_model=16, d_ff=32, dropout=0.0)

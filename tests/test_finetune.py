@@ -16,7 +16,6 @@ import pytest
 import torch
 
 import lmlab
-from lmlab.cli import main
 from lmlab.config import build_config, load_config
 from lmlab.data.labeled import (
     DATASETS,
@@ -39,15 +38,6 @@ from lmlab.metrics import classification_scores, entity_f1, entity_spans
 from lmlab.runs import read_run_config, train_run
 from lmlab.tasks.classification import ClassificationTask
 from lmlab.tokenizers import WordPieceTokenizer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 POS = [
     "a great movie",
@@ -91,15 +81,6 @@ TINY_MODEL = [
     "train.eval_interval=0",
 ]
 
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")
@@ -358,10 +339,9 @@ def test_batches_are_a_pure_function_of_the_step(tok):
 # end to end
 
 
-def test_classification_end_to_end(files, tmp_path, capsys):
+def test_classification_end_to_end(files, tmp_path, cli):
     out = tmp_path / "cls"
     rc, _, err = cli(
-        capsys,
         "train",
         "sst2-bert",
         "data.dataset=files",
@@ -374,29 +354,29 @@ def test_classification_end_to_end(files, tmp_path, capsys):
     )
     assert rc == 0, err
     assert json.loads((out / "labels.json").read_text())["labels"] == ["neg", "pos"]
-    rc, text, _ = cli(capsys, "classify", out, "a great movie")
+    rc, text, _ = cli("classify", out, "a great movie")
     label, prob = text.strip().split("\t")
     assert label in ("neg", "pos") and 0.5 <= float(prob) <= 1
-    rc, text, _ = cli(capsys, "classify", out, "a great movie", "--pair", "really", "--json")
+    rc, text, _ = cli("classify", out, "a great movie", "--pair", "really", "--json")
     result = json.loads(text)
     assert (
         rc == 0
         and set(result["probs"]) == {"neg", "pos"}
         and sum(result["probs"].values()) == pytest.approx(1)
     )
-    rc, text, _ = cli(capsys, "eval", out, "--json")
+    rc, text, _ = cli("eval", out, "--json")
     m = json.loads(text)
     assert rc == 0 and m["examples"] == 2 and 0 <= m["accuracy"] <= 1 and m["split"] == "dev"
-    rc, text, _ = cli(capsys, "eval", out, "--data", files / "train.tsv", "--json")
+    rc, text, _ = cli("eval", out, "--data", files / "train.tsv", "--json")
     assert rc == 0 and json.loads(text)["examples"] == 16
-    rc, _, err = cli(capsys, "eval", out, "--split", "test")
+    rc, _, err = cli("eval", out, "--split", "test")
     assert rc == 2 and "no test data" in err
-    rc, _, err = cli(capsys, "tag", out, "Paul")
+    rc, _, err = cli("tag", out, "Paul")
     assert rc == 2 and "needs a tagging run" in err
     p = lmlab.load(out)
     assert type(p).__name__ == "ClassificationPipeline" and len(p.classify(["a", "b"])) == 2
     # converted to Hugging Face, the classifier keeps its class names and gives the same probabilities
-    rc, _, err = cli(capsys, "convert", out, tmp_path / "hf", "--to", "hf")
+    rc, _, err = cli("convert", out, tmp_path / "hf", "--to", "hf")
     assert rc == 0, err
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
     transformers = pytest.importorskip("transformers")
@@ -408,7 +388,6 @@ def test_classification_end_to_end(files, tmp_path, capsys):
     torch.testing.assert_close(hf_probs, p.probabilities(["a great movie"]), atol=1e-5, rtol=0)
     # resuming goes on from the checkpoint with the same batches
     rc, _, err = cli(
-        capsys,
         "train",
         "sst2-bert",
         "data.dataset=files",
@@ -422,10 +401,9 @@ def test_classification_end_to_end(files, tmp_path, capsys):
     assert rc == 0 and "resuming from" in err
 
 
-def test_tagging_end_to_end(files, tmp_path, capsys):
+def test_tagging_end_to_end(files, tmp_path, cli):
     out = tmp_path / "tag"
     rc, _, err = cli(
-        capsys,
         "train",
         "wnut17-bert",
         "data.dataset=files",
@@ -439,7 +417,7 @@ def test_tagging_end_to_end(files, tmp_path, capsys):
         out,
     )
     assert rc == 0, err
-    rc, text, _ = cli(capsys, "eval", out, "--split", "test", "--json")
+    rc, text, _ = cli("eval", out, "--split", "test", "--json")
     m = json.loads(text)
     assert rc == 0 and m["sentences"] == 4 and m["entities"] == 6
     assert {"precision", "recall", "f1", "accuracy", "loss"} <= set(m) and m["accuracy"] > 0.5
@@ -449,7 +427,7 @@ def test_tagging_end_to_end(files, tmp_path, capsys):
     assert len(tags) == 5 and all(t in p.file_labels for t, _ in tags)
     for e in p.tag(text):
         assert text[e["start"] : e["end"]] == e["text"] and e["type"] in ("person", "location")
-    rc, text, _ = cli(capsys, "tag", out, "Paul Walker lives in London", "--json")
+    rc, text, _ = cli("tag", out, "Paul Walker lives in London", "--json")
     assert rc == 0 and isinstance(json.loads(text), list)
 
 
@@ -477,7 +455,7 @@ def _encoder_of_run(run: Path) -> dict[str, torch.Tensor]:
     return lmlab.load(run).model.bert.state_dict()
 
 
-def test_init_from_hf_dir_and_converted_run(files, hf_bert, tmp_path, capsys):
+def test_init_from_hf_dir_and_converted_run(files, hf_bert, tmp_path, cli):
     from lmlab.interop.bert import state_dict_from_hf
 
     hf_dir, hf = hf_bert
@@ -495,7 +473,7 @@ def test_init_from_hf_dir_and_converted_run(files, hf_bert, tmp_path, capsys):
         *TINY_MODEL,
         *frozen,
     ]
-    rc, _, err = cli(capsys, "train", "sst2-bert", f"init={hf_dir}", *args, "--out", tmp_path / "from_hf")
+    rc, _, err = cli("train", "sst2-bert", f"init={hf_dir}", *args, "--out", tmp_path / "from_hf")
     assert rc == 0, err
     got = _encoder_of_run(tmp_path / "from_hf")
     assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in got)
@@ -511,10 +489,9 @@ def test_init_from_hf_dir_and_converted_run(files, hf_bert, tmp_path, capsys):
     transformers.BertForMaskedLM(hf.config).save_pretrained(hf_mlm)
     tok_file = hf_dir / "tokenizer.json"
     (hf_mlm / "tokenizer.json").write_bytes(tok_file.read_bytes())
-    assert cli(capsys, "convert", hf_mlm, converted, "--to", "lmlab")[0] == 0
+    assert cli("convert", hf_mlm, converted, "--to", "lmlab")[0] == 0
     source = lmlab.load(converted).model.bert.state_dict()
     rc, _, err = cli(
-        capsys,
         "train",
         "wnut17-bert",
         f"init={converted}",
@@ -530,7 +507,7 @@ def test_init_from_hf_dir_and_converted_run(files, hf_bert, tmp_path, capsys):
     assert set(got) == set(source) and all(torch.equal(got[k], source[k]) for k in got)
 
 
-def test_wrong_family_init(files, tmp_path, capsys):
+def test_wrong_family_init(files, tmp_path, cli):
     from lmlab.config import RunConfig, save_config
     from lmlab.models.gpt import GPTConfig
 
@@ -542,10 +519,10 @@ def test_wrong_family_init(files, tmp_path, capsys):
     (hf_gpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 10}))
     base = ["data.dataset=files", f"data.train_file={files / 'train.tsv'}", *TINY_MODEL, "train.max_steps=1"]
     for init, family in ((gpt_run, "'gpt'"), (hf_gpt, "'gpt2'")):
-        rc, _, err = cli(capsys, "train", "sst2-bert", f"init={init}", *base, "--out", tmp_path / "x")
+        rc, _, err = cli("train", "sst2-bert", f"init={init}", *base, "--out", tmp_path / "x")
         assert rc == 2 and family in err and "'bert'" in err, err
     rc, _, err = cli(
-        capsys, "train", "sst2-bert", f"init={tmp_path / 'nowhere'}", *base, "--out", tmp_path / "x"
+        "train", "sst2-bert", f"init={tmp_path / 'nowhere'}", *base, "--out", tmp_path / "x"
     )
     assert rc == 2 and "does not exist" in err
 

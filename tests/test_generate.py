@@ -22,16 +22,6 @@ from lmlab.generate import (
 )
 from lmlab.models import gpt
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add overhead (and thrash on a shared CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Test models that follow the Model protocol
 # ---------------------------------------------------------------------------------------------------

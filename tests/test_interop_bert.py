@@ -21,7 +21,6 @@ pytestmark = [
 ]
 
 import lmlab  # noqa: E402
-from lmlab.cli import main as cli_main  # noqa: E402
 from lmlab.errors import CheckpointError, ConfigError, GenerationError  # noqa: E402
 from lmlab.interop import convert, export_hf, import_hf  # noqa: E402
 from lmlab.interop.bert import bert_config_from_hf, state_dict_from_hf, state_dict_to_hf  # noqa: E402
@@ -49,14 +48,6 @@ TEXT = [
 ]
 SAMPLES = ["a good fortune, must be", "Ünïcödé Naïve CAFÉ", "  spaces\n\ttabs  ", "[MASK] of a wife"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models: one thread is much faster than several on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,17 +382,11 @@ def mlm_dir(tmp_path_factory):
     return d
 
 
-def cli(capsys, *argv):
-    capsys.readouterr()
-    rc = cli_main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
-
-def test_bert_run_round_trip(tmp_path, mlm_dir, capsys):
+def test_bert_run_round_trip(tmp_path, mlm_dir, cli):
     """HF BertForMaskedLM -> lmlab run (family bert, task mlm, WordPiece) -> HF: identical tensors."""
     run = tmp_path / "run"
-    rc, _, err = cli(capsys, "convert", mlm_dir, run, "--to", "lmlab")
+    rc, _, err = cli("convert", mlm_dir, run, "--to", "lmlab")
     assert rc == 0, err
     saved = (run / "config.yaml").read_text()
     assert "family: bert" in saved and "task: mlm" in saved and "kind: wordpiece" in saved
@@ -416,7 +401,7 @@ def test_bert_run_round_trip(tmp_path, mlm_dir, capsys):
     assert torch.equal(q.embed(TEXT), p.embed(TEXT))
 
     back = tmp_path / "back"
-    rc, _, err = cli(capsys, "convert", run, back, "--to", "hf")
+    rc, _, err = cli("convert", run, back, "--to", "hf")
     assert rc == 0, err
     ref = transformers.AutoModelForMaskedLM.from_pretrained(mlm_dir).state_dict()
     again = transformers.AutoModelForMaskedLM.from_pretrained(back).state_dict()
@@ -435,7 +420,7 @@ def test_bert_run_round_trip(tmp_path, mlm_dir, capsys):
     assert not (tmp_path / "bare_run").exists()
 
 
-def test_fill_mask(mlm_dir, capsys):
+def test_fill_mask(mlm_dir, cli):
     text = "a single [MASK] in possession of a good [MASK], must be"
     p = lmlab.load(mlm_dir)
     fills = p.fill_mask(text, top_k=4)
@@ -446,34 +431,34 @@ def test_fill_mask(mlm_dir, capsys):
         assert all(abs(prob - r["score"]) <= 1e-5 for (_, prob), r in zip(ours, theirs))
         assert [prob for _, prob in ours] == sorted((prob for _, prob in ours), reverse=True)
 
-    rc, out, err = cli(capsys, "fill-mask", mlm_dir, text, "--top-k", "4")
+    rc, out, err = cli("fill-mask", mlm_dir, text, "--top-k", "4")
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[0] == "[MASK] 1/2:" and lines[5] == "[MASK] 2/2:" and len(lines) == 10
     assert lines[1].split() == [f"{fills[0][0][1]:.4f}", fills[0][0][0]]
-    rc, out, _ = cli(capsys, "fill-mask", mlm_dir, text, "--top-k", "4", "--json")
+    rc, out, _ = cli("fill-mask", mlm_dir, text, "--top-k", "4", "--json")
     assert rc == 0 and json.loads(out) == [[{"token": t, "prob": pr} for t, pr in f] for f in fills]
 
     with pytest.raises(GenerationError, match="no \\[MASK\\] token"):
         p.fill_mask("nothing to fill")
     with pytest.raises(GenerationError, match="top_k"):
         p.fill_mask(text, top_k=0)
-    rc, _, err = cli(capsys, "fill-mask", mlm_dir, "a [MASK] " * 30)
+    rc, _, err = cli("fill-mask", mlm_dir, "a [MASK] " * 30)
     assert rc == 2 and "more than the model's context (40)" in err
 
 
-def test_fill_mask_needs_a_masked_lm_head(minilm_dir, capsys):
-    rc, _, err = cli(capsys, "fill-mask", minilm_dir, "The man went to the [MASK].")
+def test_fill_mask_needs_a_masked_lm_head(minilm_dir, cli):
+    rc, _, err = cli("fill-mask", minilm_dir, "The man went to the [MASK].")
     assert rc == 2 and "this model has no masked-LM head" in err and "embed" in err
 
 
-def test_embed_cli(mlm_dir, capsys):
-    rc, out, err = cli(capsys, "embed", mlm_dir, *TEXT)
+def test_embed_cli(mlm_dir, cli):
+    rc, out, err = cli("embed", mlm_dir, *TEXT)
     assert rc == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     expected = lmlab.load(mlm_dir).embed(TEXT)
     assert len(rows) == 2 and (torch.tensor(rows) - expected).abs().max() <= 1e-6
-    rc, out, _ = cli(capsys, "embed", mlm_dir, "hi", "--no-normalize")
+    rc, out, _ = cli("embed", mlm_dir, "hi", "--no-normalize")
     assert rc == 0 and abs(torch.tensor(json.loads(out)).norm().item() - 1.0) > 1e-3
 
 
@@ -485,13 +470,13 @@ class _Evil:
         return (pathlib.Path.touch, (self.marker,))
 
 
-def test_unsafe_bin_is_refused(tmp_path, capsys):
+def test_unsafe_bin_is_refused(tmp_path, cli):
     ref = hf_model(**CONFIGS[0])
     ref.config.save_pretrained(tmp_path)
     marker = tmp_path / "pwned"
     torch.save({**ref.state_dict(), "payload": _Evil(marker)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="execute arbitrary code"):
         import_hf(tmp_path)
-    rc, _, err = cli(capsys, "convert", tmp_path, tmp_path / "out", "--to", "hf")
+    rc, _, err = cli("convert", tmp_path, tmp_path / "out", "--to", "hf")
     assert rc == 2 and "refusing to load" in err and "execute arbitrary code" in err
     assert not marker.exists()

@@ -83,14 +83,6 @@ def hf_greedy(model, ids: list[int], n: int, window: int) -> list[int]:
     return ids
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is much faster than several on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def bpe() -> BPETokenizer:

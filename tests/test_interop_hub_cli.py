@@ -17,7 +17,6 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 import lmlab  # noqa: E402
-from lmlab.cli import main  # noqa: E402
 from lmlab.config import RunConfig, TokenizerConfig, build_config  # noqa: E402
 from lmlab.errors import CheckpointError, ConfigError  # noqa: E402
 from lmlab.interop import export_hf, hub  # noqa: E402
@@ -32,23 +31,6 @@ ASSET = Path(lmlab.__file__).parent / "assets" / "tinyshakespeare.txt"
 TEXT = ASSET.read_text(encoding="utf-8")[:6000]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is much faster than several on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +90,7 @@ def fake_download(calls: list, result=None, error: Exception | None = None):
     return download
 
 
-def test_hub_name_offline_says_which_local_path(monkeypatch, capsys, tmp_path):
+def test_hub_name_offline_says_which_local_path(monkeypatch, cli, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     calls: list = []
@@ -126,7 +108,7 @@ def test_hub_name_offline_says_which_local_path(monkeypatch, capsys, tmp_path):
     assert "config.json" in patterns and "model.safetensors" in patterns
     assert not any(p.endswith(".bin") for p in patterns)
 
-    rc, _, err = cli(capsys, "convert", "gpt2", tmp_path / "out", "--to", "lmlab")
+    rc, _, err = cli("convert", "gpt2", tmp_path / "out", "--to", "lmlab")
     assert rc == 2 and "huggingface-cli download gpt2 --local-dir DIR" in err
     assert not (tmp_path / "out").exists()
 
@@ -181,10 +163,10 @@ def test_missing_path_that_is_no_hub_name(monkeypatch, tmp_path):
 # eval and generate on a Hugging Face GPT-2 directory
 
 
-def test_eval_hf_dir(capsys, gpt2_dir, tmp_path):
+def test_eval_hf_dir(cli, gpt2_dir, tmp_path):
     data = tmp_path / "text.txt"
     data.write_text(TEXT[:2000], encoding="utf-8")
-    rc, out, err = cli(capsys, "eval", gpt2_dir, "--data", data, "--json")
+    rc, out, err = cli("eval", gpt2_dir, "--data", data, "--json")
     assert rc == 0, err
     result = json.loads(out)
     assert set(result) == {"loss", "perplexity", "tokens"} and result["tokens"] > 100
@@ -202,13 +184,13 @@ def test_eval_hf_dir(capsys, gpt2_dir, tmp_path):
             n += x.size(1) - 1
     assert result["tokens"] == n and abs(result["loss"] - total / n) <= 1e-4
 
-    rc, _, err = cli(capsys, "eval", gpt2_dir)
+    rc, _, err = cli("eval", gpt2_dir)
     assert rc == 2 and "Hugging Face model directory" in err and "--data FILE" in err
 
 
-def test_generate_hf_dir(capsys, gpt2_dir):
+def test_generate_hf_dir(gpt2_dir, cli):
     rc, out, err = cli(
-        capsys, "generate", gpt2_dir, "--prompt", "To be", "--max-new-tokens", "12", "--temperature", "0"
+        "generate", gpt2_dir, "--prompt", "To be", "--max-new-tokens", "12", "--temperature", "0"
     )
     assert rc == 0, err
     p = lmlab.load(gpt2_dir)
@@ -241,11 +223,10 @@ def readme_snippet(lang: str, after: str) -> str:
     return m.group(1)
 
 
-def test_readme_convert_and_load_with_transformers(capsys, monkeypatch, tmp_path):
+def test_readme_convert_and_load_with_transformers(capsys, monkeypatch, tmp_path, cli):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
     rc, _, err = cli(
-        capsys,
         "train",
         "shakespeare-char",
         "model.n_layer=1",
@@ -262,7 +243,7 @@ def test_readme_convert_and_load_with_transformers(capsys, monkeypatch, tmp_path
     assert rc == 0, err
     bash = readme_snippet("bash", "## Hugging Face interop")
     assert bash.strip() == ".venv/bin/lmlab convert runs/shakes hf/shakes --to hf"
-    rc, _, err = cli(capsys, *bash.split()[1:])
+    rc, _, err = cli(*bash.split()[1:])
     assert rc == 0, err
 
     python = readme_snippet("python", "## Hugging Face interop")
@@ -302,15 +283,14 @@ def test_bert_run_config_rules(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_train_mlm_errors(capsys, tmp_path):
+def test_cli_train_mlm_errors(tmp_path, cli):
     recipe = tmp_path / "bert.yaml"
     (tmp_path / "empty").mkdir()
     recipe.write_text(f"family: bert\ntask: mlm\ntokenizer: {{kind: wordpiece}}\nmodel: {{n_layer: 1}}\n"
                       f"data: {{path: {tmp_path / 'empty'}}}\n")
-    rc, _, err = cli(capsys, "train", recipe, "--out", tmp_path / "run")
+    rc, _, err = cli("train", recipe, "--out", tmp_path / "run")
     assert rc == 2 and "no .txt or .txt.gz files found under" in err and "empty" in err
     rc, _, err = cli(
-        capsys,
         "train",
         "shakespeare-char",
         "tokenizer.kind=wordpiece",

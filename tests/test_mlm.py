@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from lmlab.cli import main as cli_main
 from lmlab.config import build_config
 from lmlab.data.pretraining import (
     IGNORE_INDEX,
@@ -32,16 +31,6 @@ from lmlab.models import build_model
 from lmlab.models.bert import BertConfig, BertForMaskedLM, BertForPreTraining
 from lmlab.runs import train_run
 from lmlab.tasks.mlm import MLMTask
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is much faster than several on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # --------------------------------------------------------------------------------------------------
 # reading and cleaning
@@ -333,13 +322,8 @@ def tiny_config(path, **train):
     return build_config(raw)
 
 
-def cli(capsys, *args):
-    rc = cli_main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
-
-def test_train_eval_fill_mask_and_exact_resume(tmp_path, capsys):
+def test_train_eval_fill_mask_and_exact_resume(tmp_path, cli):
     books = write_books(tmp_path / "books")
     result = train_run(tiny_config(books), tmp_path / "run")
     assert result["step"] == 4
@@ -347,15 +331,15 @@ def test_train_eval_fill_mask_and_exact_resume(tmp_path, capsys):
         assert np.isfinite(result[key])
     assert result["val_loss"] == pytest.approx(result["val_mlm_loss"] + result["val_nsp_loss"])
     assert (tmp_path / "run" / "data" / "tokens.npy").is_file()
-    rc, out, err = cli(capsys, "eval", tmp_path / "run", "--json")
+    rc, out, err = cli("eval", tmp_path / "run", "--json")
     assert rc == 0, err
     metrics = json.loads(out)
     assert metrics["mlm_acc"] == pytest.approx(result["val_mlm_acc"])  # the same fixed validation masks
     assert metrics["nsp_acc"] == pytest.approx(result["val_nsp_acc"])
     assert metrics["masked_tokens"] > 0 and metrics["pairs"] > 0
-    rc, out, err = cli(capsys, "eval", tmp_path / "run", "--data", books / "book0.txt", "--json")
+    rc, out, err = cli("eval", tmp_path / "run", "--data", books / "book0.txt", "--json")
     assert rc == 0 and json.loads(out)["pairs"] > 0
-    rc, out, err = cli(capsys, "fill-mask", tmp_path / "run", "The man saw the [MASK].", "--json")
+    rc, out, err = cli("fill-mask", tmp_path / "run", "The man saw the [MASK].", "--json")
     assert rc == 0, err
     fills = json.loads(out)
     assert len(fills) == 1 and len(fills[0]) == 5 and 0 < fills[0][0]["prob"] <= 1

@@ -20,14 +20,6 @@ from lmlab.quantize import (
 LOGIT_TOLERANCE = {"dynamic": 0.05, "weight_only": 0.02}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add overhead (and thrash on a shared CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(seed: int = 0, **kw) -> GPT:
     torch.manual_seed(seed)

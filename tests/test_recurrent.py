@@ -12,13 +12,6 @@ TOL = 1e-5
 TORCH = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _state(mode: str, n: int, b: int, h: int, requires_grad: bool = True):
     def one() -> torch.Tensor:

@@ -20,13 +20,6 @@ ASSET = Path(lmlab.__file__).parent / "assets" / "tinyshakespeare.txt"
 CELLS = ["rnn", "lstm", "gru"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(cell: str, **kw) -> RNNLM:
     torch.manual_seed(0)

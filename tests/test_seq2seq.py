@@ -27,14 +27,6 @@ PAD, BOS, EOS = 10, 11, 12  # target side (tokens 0..9)
 RECIPES = ("multi30k-en-de-lstm", "multi30k-en-de-lstm-attention")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add overhead (and thrash on a shared CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(seed: int = 0, **kw) -> Seq2Seq:
     cfg = dict(src_vocab_size=V_SRC, tgt_vocab_size=V_TGT, d_emb=8, d_hidden=12, n_layers=2, dropout=0.0,
@@ -269,15 +261,6 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def lmlab_cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
 
 @pytest.fixture(scope="module")
 def corpus_args(tmp_path_factory) -> list[str]:
@@ -299,21 +282,21 @@ def run(tmp_path_factory, corpus_args) -> Path:
     return out
 
 
-def test_train_translate_eval_attention(capsys, run, tmp_path):
+def test_train_translate_eval_attention(cli, run, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4] and {"val_loss", "val_bleu"} <= set(records[-1])
     p = lmlab.load(run)
     assert isinstance(p, TranslationPipeline) and isinstance(p.model, Seq2Seq)
     assert p.config.family == "seq2seq" and p.config.model.src_vocab_size == 303
-    rc, out, err = lmlab_cli(capsys, "translate", run, "a dog runs")
+    rc, out, err = cli("translate", run, "a dog runs")
     assert rc == 0, err
     assert out.rstrip("\n") == p.translate("a dog runs")
     assert p.translate(["a cat sleeps", "", "the man reads"], beam=2)[1] == ""
-    rc, out, err = lmlab_cli(capsys, "eval", run, "--split", "test", "--json", "--beam", "1")
+    rc, out, err = cli("eval", run, "--split", "test", "--json", "--beam", "1")
     assert rc == 0, err
     assert set(json.loads(out)) == {"bleu", "chrf", "signature"}
     png = tmp_path / "align.png"
-    rc, out, err = lmlab_cli(capsys, "attention", run, "a dog runs", "--out", png)
+    rc, out, err = cli("attention", run, "a dog runs", "--out", png)
     assert rc == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "wrote" in out
     from lmlab.explain import cross_attention
@@ -321,18 +304,18 @@ def test_train_translate_eval_attention(capsys, run, tmp_path):
     weights, rows, cols = cross_attention(p, "a dog runs", head=0)
     assert weights.shape == (len(rows), len(cols)) and cols[-1] == "</s>"
     torch.testing.assert_close(weights.sum(-1), torch.ones(len(rows)))
-    rc, _, err = lmlab_cli(capsys, "attention", run, "a dog", "--out", png, "--layer", "1")
+    rc, _, err = cli("attention", run, "a dog", "--out", png, "--layer", "1")
     assert rc == 2 and "1 layers with cross-attention" in err
-    rc, _, err = lmlab_cli(capsys, "attention", run, "a dog", "--out", png, "--head", "1")
+    rc, _, err = cli("attention", run, "a dog", "--out", png, "--head", "1")
     assert rc == 2 and "1 heads" in err
 
 
-def test_fixed_context_run_translates_and_has_no_map(capsys, corpus_args, tmp_path):
+def test_fixed_context_run_translates_and_has_no_map(cli, corpus_args, tmp_path):
     out = tmp_path / "fixed"
-    rc, _, err = lmlab_cli(capsys, "train", "multi30k-en-de-lstm", *corpus_args, *TINY, "model.n_layers=1",
+    rc, _, err = cli("train", "multi30k-en-de-lstm", *corpus_args, *TINY, "model.n_layers=1",
                            "train.max_steps=2", "--out", out)
     assert rc == 0, err
     p = lmlab.load(out)
     assert p.config.model.attention == "none" and isinstance(p.translate("a cat eats", beam=2), str)
-    rc, _, err = lmlab_cli(capsys, "attention", out, "a dog", "--out", tmp_path / "x.png")
+    rc, _, err = cli("attention", out, "a dog", "--out", tmp_path / "x.png")
     assert rc == 2 and "no attention over the source" in err and "model.attention=none" in err

@@ -52,29 +52,12 @@ TINY_TRAIN = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
 
-
-def lmlab_cli(capsys, *argv) -> tuple[int, str, str]:
-    """Run `lmlab ARGV` in process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse usage errors
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +113,13 @@ def test_train_writes_a_translation_run(run):
     assert Path(cfg.data.train_src).is_absolute()
 
 
-def test_resume_continues_the_run(capsys, run, tmp_path, train_args):
+def test_resume_continues_the_run(cli, run, tmp_path, train_args):
     copy = Path(shutil.copytree(run, tmp_path / "run"))
     args = [a for a in train_args if not a.startswith("train.max_steps=")]
-    rc, out, err = lmlab_cli(capsys, "train", *args, "train.max_steps=8", "--out", copy)
+    rc, out, err = cli("train", *args, "train.max_steps=8", "--out", copy)
     assert rc == 0, err
     assert "resuming from" in err and "step_00000006" in err and "done: step 8" in out
-    rc, _, err = lmlab_cli(capsys, "train", *args, "train.max_steps=8", "model.d_model=64", "--out", copy)
+    rc, _, err = cli("train", *args, "train.max_steps=8", "model.d_model=64", "--out", copy)
     assert rc == 2 and "model.d_model" in err
 
 
@@ -144,12 +127,12 @@ def test_resume_continues_the_run(capsys, run, tmp_path, train_args):
 # translate
 
 
-def test_translate_a_string(capsys, run, pipe):
-    rc, out, err = lmlab_cli(capsys, "translate", run, "a dog runs")
+def test_translate_a_string(cli, run, pipe):
+    rc, out, err = cli("translate", run, "a dog runs")
     assert rc == 0, err
     assert out.count("\n") == 1
     assert out.rstrip("\n") == pipe.translate("a dog runs")
-    rc, out, _ = lmlab_cli(capsys, "translate", run, "a dog runs", "--beam", "1", "--max-len", "3")
+    rc, out, _ = cli("translate", run, "a dog runs", "--beam", "1", "--max-len", "3")
     assert rc == 0 and out.rstrip("\n") == pipe.translate("a dog runs", beam=1, max_len=3)
 
 
@@ -169,27 +152,27 @@ def test_python_api_translate(pipe):
         pipe.generate("a cat")
 
 
-def test_translate_a_file(capsys, run, pipe, tmp_path):
+def test_translate_a_file(cli, run, pipe, tmp_path):
     src = write_lines(tmp_path / "in.en", ["a dog runs", "", "the woman swims"])
     out_file = tmp_path / "out" / "hyp.de"
-    rc, out, err = lmlab_cli(capsys, "translate", run, "--input", src, "--output", out_file, "--beam", "2")
+    rc, out, err = cli("translate", run, "--input", src, "--output", out_file, "--beam", "2")
     assert rc == 0, err
     assert out == "" and "1 empty lines left empty" in err
     lines = out_file.read_text(encoding="utf-8").split("\n")
     assert lines[-1] == "" and len(lines) == 4  # three lines, each ended by a newline
     assert lines[:3] == pipe.translate(["a dog runs", "", "the woman swims"], beam=2)
-    rc, out, _ = lmlab_cli(capsys, "translate", run, "--input", src)  # to stdout
+    rc, out, _ = cli("translate", run, "--input", src)  # to stdout
     assert rc == 0 and out.count("\n") == 3
 
 
-def test_translate_usage_errors(capsys, run, tmp_path):
-    rc, _, err = lmlab_cli(capsys, "translate", run)
+def test_translate_usage_errors(cli, run, tmp_path):
+    rc, _, err = cli("translate", run)
     assert rc == 2 and "lmlab: error:" in err and "--input" in err
-    rc, _, err = lmlab_cli(capsys, "translate", run, "a dog", "--input", tmp_path / "x")
+    rc, _, err = cli("translate", run, "a dog", "--input", tmp_path / "x")
     assert rc == 2 and "not both" in err
-    rc, _, err = lmlab_cli(capsys, "translate", run, "--input", tmp_path / "missing.txt")
+    rc, _, err = cli("translate", run, "--input", tmp_path / "missing.txt")
     assert rc == 1 and "lmlab: error:" in err and "missing.txt" in err
-    rc, _, err = lmlab_cli(capsys, "generate", run, "--prompt", "a dog")
+    rc, _, err = cli("generate", run, "--prompt", "a dog")
     assert rc == 2 and "lmlab translate" in err
 
 
@@ -197,8 +180,8 @@ def test_translate_usage_errors(capsys, run, tmp_path):
 # eval
 
 
-def test_eval_json_on_a_file_pair_and_splits(capsys, run, corpus, pipe):
-    rc, out, err = lmlab_cli(capsys, "eval", run, "--src", corpus["valid_src"], "--ref", corpus["valid_tgt"],
+def test_eval_json_on_a_file_pair_and_splits(cli, run, corpus, pipe):
+    rc, out, err = cli("eval", run, "--src", corpus["valid_src"], "--ref", corpus["valid_tgt"],
                              "--json")
     assert rc == 0, err
     result = json.loads(out)
@@ -208,23 +191,23 @@ def test_eval_json_on_a_file_pair_and_splits(capsys, run, corpus, pipe):
     scores = pipe.evaluate(src=corpus["valid_src"], ref=corpus["valid_tgt"])
     assert scores["bleu"] == pytest.approx(result["bleu"]) and scores["sentences"] == 8
     # the run's own splits: test (the default when the run has one), valid; greedy with --beam 1
-    rc, out, _ = lmlab_cli(capsys, "eval", run, "--split", "test", "--json", "--beam", "1")
+    rc, out, _ = cli("eval", run, "--split", "test", "--json", "--beam", "1")
     assert rc == 0 and set(json.loads(out)) == {"bleu", "chrf", "signature"}
     assert pipe.evaluate()["sentences"] == 4 and pipe.evaluate("valid")["sentences"] == 8
-    rc, out, _ = lmlab_cli(capsys, "eval", run, "--split", "valid")
+    rc, out, _ = cli("eval", run, "--split", "valid")
     assert rc == 0 and "bleu:" in out and "chrf:" in out and "sentences: 8" in out
 
 
-def test_eval_errors(capsys, run, corpus, tmp_path):
+def test_eval_errors(cli, run, corpus, tmp_path):
     short = write_lines(tmp_path / "short.de", ["ein hund rennt"] * 3)
-    rc, _, err = lmlab_cli(capsys, "eval", run, "--src", corpus["valid_src"], "--ref", short)
+    rc, _, err = cli("eval", run, "--src", corpus["valid_src"], "--ref", short)
     assert rc == 2 and err.startswith("lmlab: error:")
     assert str(corpus["valid_src"]) in err and str(short) in err and "8 lines" in err and "has 3" in err
-    rc, _, err = lmlab_cli(capsys, "eval", run, "--src", corpus["valid_src"])
+    rc, _, err = cli("eval", run, "--src", corpus["valid_src"])
     assert rc == 2 and "--ref" in err
-    rc, _, err = lmlab_cli(capsys, "eval", run, "--split", "nope")
+    rc, _, err = cli("eval", run, "--split", "nope")
     assert rc == 2 and "unknown split" in err
-    rc, _, err = lmlab_cli(capsys, "eval", run, "--data", corpus["valid_src"])
+    rc, _, err = cli("eval", run, "--data", corpus["valid_src"])
     assert rc == 2 and "--split" in err
 
 
@@ -232,7 +215,7 @@ def test_eval_errors(capsys, run, corpus, tmp_path):
 # checkpoint averaging
 
 
-def test_average_checkpoints(capsys, run, pipe):
+def test_average_checkpoints(cli, run, pipe):
     state = average_checkpoints(run, 2)
     a, b = (load_file(str(run / "checkpoints" / f"step_{s:08d}" / "model.safetensors")) for s in (4, 6))
     assert state.keys() == a.keys()
@@ -240,12 +223,12 @@ def test_average_checkpoints(capsys, run, pipe):
         torch.testing.assert_close(state[name], (a[name].double() + b[name].double()).div(2).float())
     p = lmlab.load(run, average=2)
     assert [c.name for c in p.averaged] == ["step_00000004", "step_00000006"]
-    rc, out, err = lmlab_cli(capsys, "translate", run, "a dog runs", "--average", "2")
+    rc, out, err = cli("translate", run, "a dog runs", "--average", "2")
     assert rc == 0 and out.rstrip("\n") == p.translate("a dog runs")
     assert "averaged the weights of 2 checkpoints" in err
-    rc, out, err = lmlab_cli(capsys, "eval", run, "--split", "test", "--average", "3", "--json")
+    rc, out, err = cli("eval", run, "--split", "test", "--average", "3", "--json")
     assert rc == 0 and "bleu" in json.loads(out)
-    rc, _, err = lmlab_cli(capsys, "translate", run, "a dog runs", "--average", "5")
+    rc, _, err = cli("translate", run, "a dog runs", "--average", "5")
     assert rc == 2 and "holds 3 usable" in err and "keep_checkpoints" in err
     with pytest.raises(CheckpointError, match=">= 1"):
         average_checkpoints(run, 0)
@@ -258,9 +241,9 @@ def test_average_checkpoints(capsys, run, pipe):
 # attention
 
 
-def test_cross_attention_map(capsys, run, tmp_path):
+def test_cross_attention_map(cli, run, tmp_path):
     png = tmp_path / "map.png"
-    rc, out, err = lmlab_cli(capsys, "attention", run, "a dog runs", "--out", png, "--head", "1")
+    rc, out, err = cli("attention", run, "a dog runs", "--out", png, "--head", "1")
     assert rc == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "wrote" in out
     from lmlab.explain import cross_attention
@@ -269,7 +252,7 @@ def test_cross_attention_map(capsys, run, tmp_path):
     assert weights.shape == (len(rows), len(cols)) and cols[-1] == "</s>"
     assert rows[-1] == "</s>" or len(rows) == 32  # EOS, or cut at the model's 32 positions
     torch.testing.assert_close(weights.sum(-1), torch.ones(len(rows)))  # each row a distribution
-    rc, _, err = lmlab_cli(capsys, "attention", run, "a dog", "--out", png, "--layer", "3")
+    rc, _, err = cli("attention", run, "a dog", "--out", png, "--layer", "3")
     assert rc == 2 and "decoder has 1 layers" in err
 
 
@@ -277,14 +260,14 @@ def test_cross_attention_map(capsys, run, tmp_path):
 # other data: TSV with a held-out validation split, separate vocabularies, bad input
 
 
-def test_tsv_separate_vocabularies_empty_lines_and_truncation(capsys, tmp_path):
+def test_tsv_separate_vocabularies_empty_lines_and_truncation(cli, tmp_path):
     lines = [f"{s}\t{t}" for s, t in PAIRS[:30]]
     lines[3] = "\t"  # two pairs with an empty side
     lines[7] = "a dog\t"
     write_lines(tmp_path / "pairs.tsv", lines)
     out = tmp_path / "run"
-    rc, stdout, err = lmlab_cli(
-        capsys, "train", "tatoeba-zh-en", "data.corpus=files", f"data.train_tsv={tmp_path / 'pairs.tsv'}",
+    rc, stdout, err = cli(
+        "train", "tatoeba-zh-en", "data.corpus=files", f"data.train_tsv={tmp_path / 'pairs.tsv'}",
         "data.src_lang=en", "data.tgt_lang=de", "tokenizer.vocab_size=280", *TINY_MODEL, "data.max_len=12",
         *TINY_TRAIN, "train.max_steps=2", "--out", out,
     )
@@ -300,15 +283,15 @@ def test_tsv_separate_vocabularies_empty_lines_and_truncation(capsys, tmp_path):
     assert p.evaluate("valid")["sentences"] == 3  # 10% of the 28 non-empty pairs held out
     # a character never seen in training: byte fallback, no error
     assert isinstance(p.translate("a dog runs ☃ 狗", beam=1), str)
-    rc, _, err = lmlab_cli(capsys, "eval", out, "--split", "test")
+    rc, _, err = cli("eval", out, "--split", "test")
     assert rc == 2 and "no test split" in err
 
 
-def test_mismatched_files_are_an_error(capsys, tmp_path):
+def test_mismatched_files_are_an_error(cli, tmp_path):
     src = write_lines(tmp_path / "train.en", [s for s, _ in PAIRS])
     tgt = write_lines(tmp_path / "train.de", [t for _, t in PAIRS][:37])
-    rc, out, err = lmlab_cli(
-        capsys, "train", "multi30k-en-de", "data.corpus=files", f"data.train_src={src}",
+    rc, out, err = cli(
+        "train", "multi30k-en-de", "data.corpus=files", f"data.train_src={src}",
         f"data.train_tgt={tgt}", *TINY_MODEL, *TINY_TRAIN, "train.max_steps=1", "--out", tmp_path / "run",
     )
     assert rc == 2 and out == ""
@@ -316,27 +299,27 @@ def test_mismatched_files_are_an_error(capsys, tmp_path):
     assert str(src) in err and str(tgt) in err and "40 lines" in err and "has 37" in err
 
 
-def test_missing_corpus_names_the_path(capsys, tmp_path, monkeypatch):
+def test_missing_corpus_names_the_path(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("LMLAB_DATA", str(tmp_path / "nowhere"))
-    rc, _, err = lmlab_cli(capsys, "train", "multi30k-en-de", "--out", tmp_path / "run")
+    rc, _, err = cli("train", "multi30k-en-de", "--out", tmp_path / "run")
     assert rc == 2 and str(tmp_path / "nowhere" / "multi30k" / "raw") in err
     assert "data.root=" in err and "LMLAB_DATA" in err
-    rc, _, err = lmlab_cli(capsys, "train", "tatoeba-zh-en", "--out", tmp_path / "run2")
+    rc, _, err = cli("train", "tatoeba-zh-en", "--out", tmp_path / "run2")
     assert rc == 2 and str(tmp_path / "nowhere" / "tatoeba_cmn_eng" / "cmn.txt") in err
 
 
-def test_language_model_runs_keep_their_commands(capsys, tmp_path):
+def test_language_model_runs_keep_their_commands(cli, tmp_path):
     text = write_lines(tmp_path / "text.txt", [s for s, _ in PAIRS] * 5)
     out = tmp_path / "lm"
-    rc, _, err = lmlab_cli(capsys, "train", "shakespeare-char", f"data.path={text}", "model.n_layer=1",
+    rc, _, err = cli("train", "shakespeare-char", f"data.path={text}", "model.n_layer=1",
                            "model.n_embd=16", "model.n_head=2", "model.block_size=16", "train.batch_size=4",
                            "train.max_steps=2", "train.progress=false", "--out", out)
     assert rc == 0, err
-    rc, out_json, err = lmlab_cli(capsys, "eval", out, "--json", "--average", "1")
+    rc, out_json, err = cli("eval", out, "--json", "--average", "1")
     assert rc == 0 and "perplexity" in json.loads(out_json)
-    rc, _, err = lmlab_cli(capsys, "translate", out, "a dog")
+    rc, _, err = cli("translate", out, "a dog")
     assert rc == 2 and "not a translation run" in err and "lmlab generate" in err
-    rc, _, err = lmlab_cli(capsys, "eval", out, "--split", "test")
+    rc, _, err = cli("eval", out, "--split", "test")
     assert rc == 2 and "--split is for translation runs" in err
 
 
@@ -393,14 +376,14 @@ def test_translation_config_errors():
 # the real corpus (skipped when the shared data is absent, unless CI is set)
 
 
-def test_multi30k_three_steps(capsys, tmp_path):
+def test_multi30k_three_steps(cli, tmp_path):
     if not (default_data_root() / "multi30k" / "raw" / "train.en.gz").exists():
         if os.environ.get("CI"):
             pytest.fail(f"CI: the shared Multi30k data is missing under {default_data_root()}")
         pytest.skip(f"no Multi30k under {default_data_root()}")
     out = tmp_path / "run"
-    rc, stdout, err = lmlab_cli(
-        capsys, "train", "multi30k-en-de", "tokenizer.vocab_size=400", *TINY_MODEL, "model.max_len=64",
+    rc, stdout, err = cli(
+        "train", "multi30k-en-de", "tokenizer.vocab_size=400", *TINY_MODEL, "model.max_len=64",
         "data.max_len=64", *TINY_TRAIN, "train.batch_size=512", "train.max_steps=3",
         "train.checkpoint_interval=1", "train.bleu_sentences=0", "--out", out,
     )
