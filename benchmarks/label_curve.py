@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bert_finetune import BATCH, minilm_dir, sst2_root, subset
-from common import describe_machine, machine_info, markdown_table, run_isolated, write_results
+from common import describe_machine, machine_info, markdown_table, run_isolated, set_threads, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH_LR = 5e-4
@@ -154,6 +154,8 @@ def main() -> None:
         reuse[(start, size)] = Path(path)
     starts = [s.strip() for s in args.starts.split(",") if s.strip()]
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if args.threads:
+        set_threads(args.threads)
     print(describe_machine(machine_info()), flush=True)
     rows: list[dict[str, Any]] = []
     for size in sizes:

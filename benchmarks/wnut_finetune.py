@@ -42,6 +42,7 @@ from common import (
     mark_started,
     markdown_table,
     run_isolated,
+    set_threads,
     write_results,
 )
 
@@ -237,6 +238,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     model_dir = minilm_dir()
+    if args.threads:
+        set_threads(args.threads)
     info = machine_info()
     print(describe_machine(info), flush=True)
     fns = {"transformers": run_transformers, "lmlab": run_lmlab}
