@@ -90,6 +90,21 @@ def subset(n: int | None, seed: int) -> tuple[list[str], list[int]]:
     return [texts[i] for i in order], [labels[i] for i in order]
 
 
+def hf_optimizer(model: torch.nn.Module, lr: float, steps: int, warmup: float) -> tuple[Any, Any]:
+    """The transformers reference's optimizer and schedule: AdamW (fused; weight decay on matrices
+    only) and a linear decay after ``warmup`` (a fraction of ``steps``) of linear warmup."""
+    import transformers
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": other, "weight_decay": 0.0}],
+        lr=lr,
+        fused=True,
+    )
+    return opt, transformers.get_linear_schedule_with_warmup(opt, math.ceil(warmup * steps), steps)
+
+
 # --------------------------------------------------------------------------------------------------
 # transformers
 
@@ -125,14 +140,7 @@ def run_transformers(
         generator=torch.Generator().manual_seed(seed),
     )
     steps = len(loader) * epochs
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": other, "weight_decay": 0.0}],
-        lr=LR,
-        fused=True,
-    )
-    sched = transformers.get_linear_schedule_with_warmup(opt, math.ceil(WARMUP * steps), steps)
+    opt, sched = hf_optimizer(model, LR, steps, WARMUP)
     autocast = (
         torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     )

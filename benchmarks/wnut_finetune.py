@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from bert_finetune import minilm_dir
+from bert_finetune import hf_optimizer, minilm_dir
 from common import (
     describe_machine,
     fmt_num,
@@ -48,7 +48,6 @@ from common import (
 
 MAX_LEN = 128
 WARMUP = 0.1
-WEIGHT_DECAY = 0.01
 
 
 def wnut_file(split: str) -> Path:
@@ -128,14 +127,7 @@ def run_transformers(
         generator=torch.Generator().manual_seed(seed),
     )
     steps = len(loader) * epochs
-    decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for _, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": other, "weight_decay": 0.0}],
-        lr=lr,
-        fused=True,
-    )
-    sched = transformers.get_linear_schedule_with_warmup(opt, math.ceil(WARMUP * steps), steps)
+    opt, sched = hf_optimizer(model, lr, steps, WARMUP)
     model.train()
     mark_started()
     t0 = time.perf_counter()
