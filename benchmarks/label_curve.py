@@ -24,7 +24,6 @@ docs/img/sst2_label_curve.png).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import warnings
@@ -88,12 +87,11 @@ def finetune(init: str | None, examples: int, lr: float, seed: int) -> dict[str,
 
 def from_run(run: Path) -> dict[str, Any]:
     """A cell read from a finished sst2-bert run (its last evaluation)."""
-    cfg = (run / "config.yaml").read_text()
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    last = [r for r in records if "val_accuracy" in r][-1]
-    lr = next(
-        (float(line.split(":")[1]) for line in cfg.splitlines() if line.strip().startswith("lr:")), None
-    )
+    from lmlab.runs import read_run_config
+    from lmlab.train import read_metrics
+
+    last = [r for r in read_metrics(run) if "val_accuracy" in r][-1]
+    lr = read_run_config(run).train.lr
     return {
         "examples": FULL,
         "steps": int(last["step"]),

@@ -103,7 +103,8 @@ def run_transformers(
         attn_implementation="sdpa",
     )
 
-    def encode(ws: list[list[str]], ts: list[list[str]] | None) -> list[dict[str, Any]]:
+    def encode(ws: list[list[str]], ts: list[list[str]] | None) -> tuple[list[dict[str, Any]], list[Any]]:
+        """(the collator's rows, each sentence's word_ids) of tokenised sentences."""
         enc = tok(ws, is_split_into_words=True, truncation=True, max_length=MAX_LEN)
         rows = []
         for i in range(len(ws)):
@@ -116,11 +117,11 @@ def run_transformers(
                     prev = w
                 row["labels"] = lab
             rows.append(row)
-        return rows
+        return rows, [enc.word_ids(i) for i in range(len(ws))]
 
     collator = transformers.DataCollatorForTokenClassification(tok)
     loader = DataLoader(
-        encode(words, tags),
+        encode(words, tags)[0],
         batch_size=batch,
         shuffle=True,
         collate_fn=collator,
@@ -141,19 +142,16 @@ def run_transformers(
     train_s = time.perf_counter() - t0
     model.eval()
     pred: list[list[str]] = []
-    rows = encode(test_words, None)
+    rows, test_word_ids = encode(test_words, None)
     with torch.no_grad():
         for lo in range(0, len(rows), 64):
             chunk = rows[lo : lo + 64]
             b = collator(chunk)
             best = model(**b).logits.argmax(-1)
             for j, i in enumerate(range(lo, lo + len(chunk))):
-                word_ids = tok(
-                    test_words[i], is_split_into_words=True, truncation=True, max_length=MAX_LEN
-                ).word_ids()
                 out = ["O"] * len(test_words[i])  # words cut off by truncation: O
                 seen: set[int] = set()
-                for t, w in enumerate(word_ids):
+                for t, w in enumerate(test_word_ids[i]):
                     if w is not None and w not in seen:
                         seen.add(w)
                         out[w] = labels[int(best[j, t])]

@@ -65,7 +65,7 @@ def prepare_mlm(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, An
     files = list_corpus_files(path)
     tok_path = run_dir / TOKENIZER_FILE
     # no checkpoint yet: start over, with a new tokenizer if its settings or the documents changed
-    cfg, _ = open_run(cfg, run_dir, [tok_path], ("tokenizer", "data.path", "data.val_fraction"))
+    cfg = open_run(cfg, run_dir, [tok_path], ("tokenizer", "data.path", "data.val_fraction"))
     if _is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer = load_tokenizer(tok_path) if tok_path.exists() else None

@@ -167,19 +167,16 @@ def resumed_config(cfg: RunConfig, run_dir: Path) -> RunConfig:
     return dataclasses.replace(saved, train=cfg.train, description=cfg.description or saved.description)
 
 
-def open_run(
-    cfg: RunConfig, run_dir: Path, artifacts: list[Path], stale_when: tuple[str, ...]
-) -> tuple[RunConfig, bool]:
-    """(config, resuming) of a run about to start in ``run_dir``.
+def open_run(cfg: RunConfig, run_dir: Path, artifacts: list[Path], stale_when: tuple[str, ...]) -> RunConfig:
+    """The config of a run about to start in ``run_dir``.
 
     With a checkpoint there the run resumes: ``resumed_config``. Without one, a config saved by an
     earlier start that never reached a checkpoint may sit beside ``artifacts`` it built (tokenizers);
     they are deleted, to be built again, if the family, the task or one of the ``stale_when`` settings
     changed (a section such as ``"tokenizer"``, or one key such as ``"data.path"``).
     """
-    resuming = has_checkpoint(run_dir)
-    if resuming and (run_dir / CONFIG_FILE).exists():
-        return resumed_config(cfg, run_dir), True
+    if has_checkpoint(run_dir) and (run_dir / CONFIG_FILE).exists():
+        return resumed_config(cfg, run_dir)
     if (run_dir / CONFIG_FILE).exists() and any(p.exists() for p in artifacts) and _is_main():
         try:
             saved = read_run_config(run_dir)
@@ -192,7 +189,7 @@ def open_run(
         if stale:
             for p in artifacts:
                 p.unlink(missing_ok=True)
-    return cfg, resuming
+    return cfg
 
 
 def prepare(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, TokenData]:
@@ -202,7 +199,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig, Any, TokenD
     tok_path = run_dir / TOKENIZER_FILE
     # a run that never reached a checkpoint starts over, with a new tokenizer if its settings or its
     # text changed (the token cache notices a new tokenizer or new files by itself)
-    cfg, _ = open_run(cfg, run_dir, [tok_path], ("tokenizer", "data.path"))
+    cfg = open_run(cfg, run_dir, [tok_path], ("tokenizer", "data.path"))
     if _is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         if not tok_path.exists():
@@ -243,7 +240,7 @@ def prepare_translation(cfg: RunConfig, run_dir: str | Path) -> tuple[RunConfig,
     run_dir = check_run_dir(run_dir)
     cfg = _absolute_paths(cfg)
     # no checkpoint yet: start over, with new tokenizers if their settings or the data changed
-    cfg, _ = open_run(cfg, run_dir, [run_dir / f for f in TOKENIZER_FILES], ("tokenizer", "data"))
+    cfg = open_run(cfg, run_dir, [run_dir / f for f in TOKENIZER_FILES], ("tokenizer", "data"))
     train_text = load_split(cfg.data, "train")
     valid_text = load_split(cfg.data, "valid")
     for text in (train_text, valid_text):
